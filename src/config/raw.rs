@@ -1,0 +1,270 @@
+//! The raw config model: serde structs that mirror Envoy's v3 bootstrap YAML
+//! (plus the v2 spellings tutorials still use). Nothing here reaches the data
+//! path; `validate` turns these into the `Snapshot` types.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::types::{PbDuration, envoy_enum};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub static_resources: StaticResources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overload_manager: Option<OverloadManager>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub sub_zone: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub address: Address,
+    /// Accepted for compatibility; ringway's admin access log is not written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_path: Option<String>,
+    /// Accepted for compatibility; profiling is done with `perf` (see perf/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub socket_address: SocketAddress,
+}
+
+envoy_enum! {
+    pub enum SocketProtocol { Tcp = "TCP", Udp = "UDP" }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketAddress {
+    pub address: String,
+    /// Signed and wide so that out-of-range values reach validation and get
+    /// a clear message instead of a type error.
+    #[serde(default)]
+    pub port_value: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<SocketProtocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_compat: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticResources {
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub address: Address,
+    #[serde(default)]
+    pub filter_chains: Vec<FilterChain>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_connection_buffer_limit_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_backlog_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChain {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+}
+
+/// A network filter. Its settings arrive as `typed_config` (v3, with `@type`) or
+/// `config` (v2) and are decoded once the filter is known.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighted_clusters: Option<WeightedClusters>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connect_attempts: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedClusters {
+    pub clusters: Vec<ClusterWeight>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterWeight {
+    pub name: String,
+    pub weight: u32,
+}
+
+envoy_enum! {
+    pub enum DiscoveryType {
+        Static = "STATIC",
+        StrictDns = "STRICT_DNS",
+        LogicalDns = "LOGICAL_DNS",
+        Eds = "EDS",
+        OriginalDst = "ORIGINAL_DST",
+    }
+}
+
+envoy_enum! {
+    pub enum LbPolicy {
+        RoundRobin = "ROUND_ROBIN",
+        LeastRequest = "LEAST_REQUEST",
+        RingHash = "RING_HASH",
+        Random = "RANDOM",
+        Maglev = "MAGLEV",
+        ClusterProvided = "CLUSTER_PROVIDED",
+    }
+}
+
+envoy_enum! {
+    pub enum DnsLookupFamily {
+        Auto = "AUTO",
+        V4Only = "V4_ONLY",
+        V6Only = "V6_ONLY",
+        V4Preferred = "V4_PREFERRED",
+        All = "ALL",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DiscoveryType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_policy: Option<LbPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_assignment: Option<ClusterLoadAssignment>,
+    /// v2 spelling of `load_assignment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<Address>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_lookup_family: Option<DnsLookupFamily>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_refresh_rate: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_connection_buffer_limit_bytes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLoadAssignment {
+    #[serde(default)]
+    pub cluster_name: String,
+    #[serde(default)]
+    pub endpoints: Vec<LocalityLbEndpoints>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityLbEndpoints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+    #[serde(default)]
+    pub lb_endpoints: Vec<LbEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing_weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbEndpoint {
+    pub endpoint: Endpoint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing_weight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub address: Address,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverloadManager {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<PbDuration>,
+    #[serde(default)]
+    pub resource_monitors: Vec<ResourceMonitor>,
+    /// Overload actions are not implemented yet; only an empty list is accepted.
+    #[serde(default)]
+    pub actions: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceMonitor {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamConnectionsConfig {
+    pub max_active_downstream_connections: i64,
+}

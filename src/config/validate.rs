@@ -1,0 +1,447 @@
+//! Validation: the raw model (`raw`) becomes a `Snapshot` with durations as
+//! `Duration`, names resolved to indices and every cross-reference checked.
+//! Each error names the field path it is about.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::ConfigError;
+use super::raw;
+use super::snapshot::*;
+
+const TCP_PROXY_NAMES: &[&str] = &["envoy.filters.network.tcp_proxy", "envoy.tcp_proxy"];
+const TCP_PROXY_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+    "type.googleapis.com/envoy.config.filter.network.tcp_proxy.v2.TcpProxy",
+];
+const GLOBAL_CX_MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
+const GLOBAL_CX_MONITOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
+
+/// Envoy's defaults where the file is silent.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
+const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
+const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Decodes a JSON value into `T`, reporting errors under `path`.
+pub(crate) fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let full = join_path(path, if inner == "." { "" } else { &inner });
+        ConfigError::from_serde(full, e.into_inner().to_string())
+    })
+}
+
+pub(crate) fn join_path(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ if b.starts_with('[') => format!("{a}{b}"),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(path, message)
+}
+
+/// Turns a parsed bootstrap into a snapshot. STRICT_DNS clusters come back with
+/// no endpoints; the config thread resolves them (`dns::resolve_all`).
+pub fn validate(mut bootstrap: raw::Bootstrap, version: u64) -> Result<Snapshot, ConfigError> {
+    let node =
+        bootstrap.node.as_ref().map(|n| NodeInfo { id: n.id.clone(), cluster: n.cluster.clone() }).unwrap_or_default();
+
+    let admin = match &bootstrap.admin {
+        Some(a) => Some(AdminConfig { addr: socket_addr(&a.address.socket_address, "admin.address.socket_address")? }),
+        None => None,
+    };
+
+    let clusters = validate_clusters(&mut bootstrap.static_resources.clusters)?;
+    let names: HashMap<&str, ClusterId> =
+        clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), ClusterId(i))).collect();
+
+    let mut listeners = Vec::new();
+    let mut seen_names = HashSet::new();
+    let mut seen_addrs: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, l) in bootstrap.static_resources.listeners.iter_mut().enumerate() {
+        let path = format!("static_resources.listeners[{i}]");
+        let listener = validate_listener(l, &path, &names)?;
+        if !seen_names.insert(listener.name.clone()) {
+            return Err(err(format!("{path}.name"), format!("duplicate listener name `{}`", listener.name)));
+        }
+        if listener.addr.port() != 0
+            && let Some(first) = seen_addrs.insert(listener.addr, i)
+        {
+            return Err(err(
+                format!("{path}.address"),
+                format!("{} is already used by static_resources.listeners[{first}]", listener.addr),
+            ));
+        }
+        listeners.push(listener);
+    }
+    if let Some(admin) = &admin
+        && let Some(l) = listeners.iter().find(|l| admin.addr.port() != 0 && l.addr == admin.addr)
+    {
+        return Err(err("admin.address", format!("{} is also listener `{}`", admin.addr, l.name)));
+    }
+
+    let overload = match &bootstrap.overload_manager {
+        Some(om) => validate_overload(om)?,
+        None => OverloadConfig::default(),
+    };
+
+    let effective =
+        serde_json::to_value(&bootstrap).map_err(|e| err("", format!("cannot re-serialise config: {e}")))?;
+    Ok(Snapshot { version, node, admin, listeners, clusters, overload, effective })
+}
+
+fn validate_listener(
+    l: &mut raw::Listener,
+    path: &str,
+    clusters: &HashMap<&str, ClusterId>,
+) -> Result<ListenerConfig, ConfigError> {
+    let addr = socket_addr(&l.address.socket_address, &format!("{path}.address.socket_address"))?;
+    let name = l.name.clone().unwrap_or_else(|| addr.to_string());
+    if l.filter_chains.is_empty() {
+        return Err(err(format!("{path}.filter_chains"), "a listener needs at least one filter chain"));
+    }
+    if l.filter_chains.len() > 1 {
+        return Err(err(
+            format!("{path}.filter_chains[1]"),
+            "several filter chains need filter_chain_match, which is not supported yet; use one chain",
+        ));
+    }
+    let chain_path = format!("{path}.filter_chains[0]");
+    let chain = &mut l.filter_chains[0];
+    if chain.filters.is_empty() {
+        return Err(err(format!("{chain_path}.filters"), "a filter chain needs a terminal filter such as tcp_proxy"));
+    }
+    if chain.filters.len() > 1 {
+        return Err(err(
+            format!("{chain_path}.filters[1]"),
+            "only one network filter (the terminal tcp_proxy) is supported per chain",
+        ));
+    }
+    let terminal = validate_network_filter(&mut chain.filters[0], &format!("{chain_path}.filters[0]"), clusters)?;
+    let buffer_limit = l.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize);
+    if buffer_limit == 0 {
+        return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));
+    }
+    let backlog = l.tcp_backlog_size.unwrap_or(DEFAULT_BACKLOG).max(1);
+    Ok(ListenerConfig {
+        name,
+        addr,
+        stat_name: stat_name_for(&addr),
+        buffer_limit,
+        backlog,
+        filter_chain: FilterChainConfig { name: chain.name.clone().unwrap_or_default(), terminal },
+    })
+}
+
+/// Reads a filter's settings from `typed_config` (v3) or `config` (v2) and
+/// rewrites the raw filter into the v3 spelling for `/config_dump`.
+fn filter_settings(
+    f: &mut raw::Filter,
+    path: &str,
+    known_names: &[&str],
+    known_types: &[&str],
+) -> Result<(Value, String), ConfigError> {
+    let (mut value, field) = match (f.typed_config.take(), f.config.take()) {
+        (Some(_), Some(_)) => {
+            return Err(err(format!("{path}.config"), "give either typed_config or config, not both"));
+        }
+        (Some(v), None) => (v, "typed_config"),
+        (None, Some(v)) => (v, "config"),
+        (None, None) => (Value::Object(Default::default()), "typed_config"),
+    };
+    let field_path = format!("{path}.{field}");
+    let Value::Object(map) = &mut value else {
+        return Err(err(field_path, "expected a mapping"));
+    };
+    match map.remove("@type") {
+        Some(Value::String(t)) if !known_types.contains(&t.as_str()) => {
+            return Err(err(
+                format!("{field_path}.@type"),
+                format!("`{t}` does not match filter `{}`; expected {}", f.name, known_types[0]),
+            ));
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(err(format!("{field_path}.@type"), "expected a type URL string")),
+        None if field == "typed_config" && !known_names.contains(&f.name.as_str()) => {
+            return Err(err(format!("{field_path}.@type"), "missing"));
+        }
+        None => {}
+    }
+    let settings = value.clone();
+    if let Value::Object(m) = &mut value {
+        m.insert("@type".into(), Value::String(known_types[0].into()));
+    }
+    f.typed_config = Some(value);
+    Ok((settings, field_path))
+}
+
+fn filter_type(f: &raw::Filter) -> Option<&str> {
+    f.typed_config.as_ref().or(f.config.as_ref())?.get("@type")?.as_str()
+}
+
+fn validate_network_filter(
+    f: &mut raw::Filter,
+    path: &str,
+    clusters: &HashMap<&str, ClusterId>,
+) -> Result<NetworkFilter, ConfigError> {
+    let is_tcp_proxy = match filter_type(f) {
+        Some(t) => TCP_PROXY_TYPES.contains(&t),
+        None => TCP_PROXY_NAMES.contains(&f.name.as_str()),
+    };
+    if !is_tcp_proxy {
+        let what = filter_type(f).map_or_else(|| f.name.clone(), str::to_string);
+        return Err(err(
+            format!("{path}.name"),
+            format!("network filter `{what}` is not supported; expected envoy.filters.network.tcp_proxy"),
+        ));
+    }
+    let (settings, settings_path) = filter_settings(f, path, TCP_PROXY_NAMES, TCP_PROXY_TYPES)?;
+    let tp: raw::TcpProxy = decode(settings, &settings_path)?;
+    if tp.stat_prefix.is_empty() {
+        return Err(err(format!("{settings_path}.stat_prefix"), "must not be empty"));
+    }
+    let route = match (&tp.cluster, &tp.weighted_clusters) {
+        (Some(_), Some(_)) => {
+            return Err(err(format!("{settings_path}.weighted_clusters"), "give either cluster or weighted_clusters"));
+        }
+        (Some(name), None) => TcpRoute::Cluster(cluster_ref(clusters, name, &format!("{settings_path}.cluster"))?),
+        (None, Some(w)) => {
+            if w.clusters.is_empty() {
+                return Err(err(format!("{settings_path}.weighted_clusters.clusters"), "must not be empty"));
+            }
+            let mut out = Vec::new();
+            let mut total: u64 = 0;
+            for (i, c) in w.clusters.iter().enumerate() {
+                let p = format!("{settings_path}.weighted_clusters.clusters[{i}]");
+                let id = cluster_ref(clusters, &c.name, &format!("{p}.name"))?;
+                total += u64::from(c.weight);
+                if c.weight > 0 {
+                    out.push((id, c.weight));
+                }
+            }
+            if total == 0 {
+                return Err(err(format!("{settings_path}.weighted_clusters"), "weights add up to zero"));
+            }
+            TcpRoute::Weighted { clusters: out, total_weight: total }
+        }
+        (None, None) => {
+            return Err(err(format!("{settings_path}.cluster"), "missing: give cluster or weighted_clusters"));
+        }
+    };
+    let idle_timeout = match tp.idle_timeout {
+        None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+    };
+    let max_connect_attempts = tp.max_connect_attempts.unwrap_or(1);
+    if max_connect_attempts == 0 {
+        return Err(err(format!("{settings_path}.max_connect_attempts"), "must be at least 1"));
+    }
+    Ok(NetworkFilter::TcpProxy(TcpProxyConfig {
+        stat_prefix: tp.stat_prefix,
+        route,
+        idle_timeout,
+        max_connect_attempts,
+    }))
+}
+
+fn cluster_ref(clusters: &HashMap<&str, ClusterId>, name: &str, path: &str) -> Result<ClusterId, ConfigError> {
+    clusters.get(name).copied().ok_or_else(|| {
+        err(path, format!("unknown cluster `{name}`: no cluster of that name in static_resources.clusters"))
+    })
+}
+
+fn validate_clusters(raw_clusters: &mut [raw::Cluster]) -> Result<Vec<ClusterConfig>, ConfigError> {
+    let mut out: Vec<ClusterConfig> = Vec::new();
+    for (i, c) in raw_clusters.iter_mut().enumerate() {
+        let path = format!("static_resources.clusters[{i}]");
+        if c.name.is_empty() {
+            return Err(err(format!("{path}.name"), "must not be empty"));
+        }
+        if let Some(j) = out.iter().position(|o| o.name == c.name) {
+            return Err(err(
+                format!("{path}.name"),
+                format!("duplicate cluster name `{}` (also static_resources.clusters[{j}])", c.name),
+            ));
+        }
+        out.push(validate_cluster(c, &path)?);
+    }
+    Ok(out)
+}
+
+fn validate_cluster(c: &mut raw::Cluster, path: &str) -> Result<ClusterConfig, ConfigError> {
+    let kind = match c.kind.unwrap_or(raw::DiscoveryType::Static) {
+        raw::DiscoveryType::Static => ClusterKind::Static,
+        raw::DiscoveryType::StrictDns => ClusterKind::StrictDns,
+        other => {
+            return Err(err(
+                format!("{path}.type"),
+                format!("cluster type {} is not supported yet; expected STATIC or STRICT_DNS", other.as_str()),
+            ));
+        }
+    };
+    let lb = match c.lb_policy.unwrap_or(raw::LbPolicy::RoundRobin) {
+        raw::LbPolicy::RoundRobin => LbKind::RoundRobin,
+        raw::LbPolicy::Random => LbKind::Random,
+        other => {
+            return Err(err(
+                format!("{path}.lb_policy"),
+                format!("lb_policy {} is not supported yet; expected ROUND_ROBIN or RANDOM", other.as_str()),
+            ));
+        }
+    };
+    let connect_timeout = c.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
+    if connect_timeout.is_zero() {
+        return Err(err(format!("{path}.connect_timeout"), "must be greater than 0s"));
+    }
+    let family = match c.dns_lookup_family.unwrap_or(raw::DnsLookupFamily::Auto) {
+        raw::DnsLookupFamily::Auto => DnsFamily::Auto,
+        raw::DnsLookupFamily::V4Only => DnsFamily::V4Only,
+        raw::DnsLookupFamily::V6Only => DnsFamily::V6Only,
+        raw::DnsLookupFamily::V4Preferred => DnsFamily::V4Preferred,
+        raw::DnsLookupFamily::All => DnsFamily::All,
+    };
+    let refresh_rate = c.dns_refresh_rate.map_or(DEFAULT_DNS_REFRESH, |d| d.0);
+    if kind == ClusterKind::StrictDns && refresh_rate < Duration::from_millis(1) {
+        return Err(err(format!("{path}.dns_refresh_rate"), "must be at least 1ms"));
+    }
+
+    // v2 `hosts:` becomes a v3 load_assignment.
+    let la_path;
+    if let Some(hosts) = c.hosts.take() {
+        if c.load_assignment.is_some() {
+            return Err(err(format!("{path}.hosts"), "give either hosts (v2) or load_assignment, not both"));
+        }
+        la_path = format!("{path}.hosts");
+        c.load_assignment = Some(raw::ClusterLoadAssignment {
+            cluster_name: c.name.clone(),
+            endpoints: vec![raw::LocalityLbEndpoints {
+                locality: None,
+                lb_endpoints: hosts
+                    .into_iter()
+                    .map(|address| raw::LbEndpoint {
+                        endpoint: raw::Endpoint { address, hostname: None },
+                        load_balancing_weight: None,
+                    })
+                    .collect(),
+                load_balancing_weight: None,
+                priority: None,
+            }],
+        });
+    } else {
+        la_path = format!("{path}.load_assignment");
+    }
+
+    let mut endpoints = Vec::new();
+    let mut targets = Vec::new();
+    if let Some(la) = &c.load_assignment {
+        for (li, loc) in la.endpoints.iter().enumerate() {
+            for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
+                let ep_path = if la_path.ends_with("hosts") {
+                    format!("{la_path}[{ei}].socket_address")
+                } else {
+                    format!("{la_path}.endpoints[{li}].lb_endpoints[{ei}].endpoint.address.socket_address")
+                };
+                let weight = lbe.load_balancing_weight.unwrap_or(1);
+                if weight == 0 {
+                    return Err(err(
+                        format!("{la_path}.endpoints[{li}].lb_endpoints[{ei}].load_balancing_weight"),
+                        "must be at least 1",
+                    ));
+                }
+                let sa = &lbe.endpoint.address.socket_address;
+                let port = port_of(sa, &ep_path)?;
+                if port == 0 {
+                    return Err(err(format!("{ep_path}.port_value"), "an upstream endpoint needs a port in 1..=65535"));
+                }
+                match kind {
+                    ClusterKind::Static => {
+                        let ip: IpAddr = sa.address.parse().map_err(|_| {
+                            err(
+                                format!("{ep_path}.address"),
+                                format!("`{}` is not an IP address; a STATIC cluster needs IP literals (use STRICT_DNS for host names)", sa.address),
+                            )
+                        })?;
+                        endpoints.push(EndpointConfig { addr: SocketAddr::new(ip, port), weight });
+                    }
+                    ClusterKind::StrictDns => {
+                        if sa.address.is_empty() {
+                            return Err(err(format!("{ep_path}.address"), "must not be empty"));
+                        }
+                        targets.push(DnsTarget { host: sa.address.clone(), port, weight });
+                    }
+                }
+            }
+        }
+    }
+    let dns = (kind == ClusterKind::StrictDns).then_some(DnsConfig { targets, refresh_rate, family });
+    let buffer_limit = c.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize).max(1);
+    Ok(ClusterConfig { name: c.name.clone(), kind, connect_timeout, lb, buffer_limit, endpoints, dns })
+}
+
+fn port_of(sa: &raw::SocketAddress, path: &str) -> Result<u16, ConfigError> {
+    if let Some(p) = sa.protocol
+        && p != raw::SocketProtocol::Tcp
+    {
+        return Err(err(format!("{path}.protocol"), "only TCP is supported"));
+    }
+    u16::try_from(sa.port_value).map_err(|_| {
+        err(format!("{path}.port_value"), format!("{} is out of range; expected 0..=65535", sa.port_value))
+    })
+}
+
+/// A bind address: an IP literal and a port.
+fn socket_addr(sa: &raw::SocketAddress, path: &str) -> Result<SocketAddr, ConfigError> {
+    let port = port_of(sa, path)?;
+    let ip: IpAddr = sa.address.parse().map_err(|_| {
+        err(
+            format!("{path}.address"),
+            format!("`{}` is not an IP address; expected e.g. 0.0.0.0, 127.0.0.1 or ::", sa.address),
+        )
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn validate_overload(om: &raw::OverloadManager) -> Result<OverloadConfig, ConfigError> {
+    if !om.actions.is_empty() {
+        return Err(err("overload_manager.actions", "overload actions are not supported yet"));
+    }
+    let mut cfg = OverloadConfig::default();
+    for (i, m) in om.resource_monitors.iter().enumerate() {
+        let path = format!("overload_manager.resource_monitors[{i}]");
+        if m.name != GLOBAL_CX_MONITOR {
+            return Err(err(
+                format!("{path}.name"),
+                format!("resource monitor `{}` is not supported; expected {GLOBAL_CX_MONITOR}", m.name),
+            ));
+        }
+        let mut value = m.typed_config.clone().unwrap_or(Value::Object(Default::default()));
+        let tpath = format!("{path}.typed_config");
+        if let Value::Object(map) = &mut value {
+            match map.remove("@type") {
+                Some(Value::String(t)) if t == GLOBAL_CX_MONITOR_TYPE => {}
+                None => {}
+                Some(other) => {
+                    return Err(err(format!("{tpath}.@type"), format!("{other} is not {GLOBAL_CX_MONITOR_TYPE}")));
+                }
+            }
+        }
+        let dc: raw::DownstreamConnectionsConfig = decode(value, &tpath)?;
+        if dc.max_active_downstream_connections <= 0 {
+            return Err(err(format!("{tpath}.max_active_downstream_connections"), "must be greater than 0"));
+        }
+        cfg.max_downstream_connections = Some(dc.max_active_downstream_connections as u64);
+    }
+    Ok(cfg)
+}

@@ -1,0 +1,197 @@
+//! Listeners: one SO_REUSEPORT socket per worker per configured listener, and
+//! the accept loop that hands each connection to the listener's filter chain.
+//!
+//! **listener** → filter chain → tcp_proxy | connection manager → ...
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{ListenerConfig, NetworkFilter, Snapshot};
+use crate::runtime::worker::Worker;
+use crate::stats::{Counter, Gauge, Shard, StatKey};
+use crate::tcp_proxy::TcpProxy;
+
+/// Binds `count` sockets to `addr` with SO_REUSEPORT so each worker accepts on
+/// its own and the kernel spreads connections among them. With port 0, the
+/// first socket picks the port and the others join it.
+pub fn bind_reuseport(addr: SocketAddr, backlog: u32, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+        let listener: std::net::TcpListener = socket.into();
+        if addr.port() == 0 {
+            addr = listener.local_addr()?;
+        }
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Envoy's `listener.<addr>.*` stats, plus this worker's `worker_<n>` ones.
+pub struct ListenerStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_cx_destroy: Counter,
+    pub downstream_global_cx_overflow: Counter,
+    /// Accept failures (EMFILE, ENFILE, ...); ringway's own stat.
+    pub downstream_cx_accept_error: Counter,
+    pub worker_downstream_cx_total: Counter,
+    pub worker_downstream_cx_active: Gauge,
+}
+
+impl ListenerStats {
+    fn new(shard: &Shard, stat_name: &str, worker: usize) -> Self {
+        let c = |stat: &str| shard.counter(StatKey::listener(stat_name, stat));
+        ListenerStats {
+            downstream_cx_total: c("downstream_cx_total"),
+            downstream_cx_active: shard.gauge(StatKey::listener(stat_name, "downstream_cx_active")),
+            downstream_cx_destroy: c("downstream_cx_destroy"),
+            downstream_global_cx_overflow: c("downstream_global_cx_overflow"),
+            downstream_cx_accept_error: c("downstream_cx_accept_error"),
+            worker_downstream_cx_total: shard.counter(StatKey::listener_worker(
+                stat_name,
+                worker,
+                "downstream_cx_total",
+            )),
+            worker_downstream_cx_active: shard.gauge(StatKey::listener_worker(
+                stat_name,
+                worker,
+                "downstream_cx_active",
+            )),
+        }
+    }
+}
+
+/// One core's instance of a listener from the snapshot: its stats and its
+/// filter chain's terminal filter.
+pub struct ListenerRt {
+    pub config: ListenerConfig,
+    pub stats: ListenerStats,
+    pub terminal: Terminal,
+}
+
+pub enum Terminal {
+    TcpProxy(TcpProxy),
+}
+
+impl ListenerRt {
+    pub fn new(config: &ListenerConfig, shard: &Shard, worker: usize, seed: u64) -> Self {
+        let terminal = match &config.filter_chain.terminal {
+            NetworkFilter::TcpProxy(tp) => Terminal::TcpProxy(TcpProxy::new(tp, shard, seed)),
+        };
+        ListenerRt { config: config.clone(), stats: ListenerStats::new(shard, &config.stat_name, worker), terminal }
+    }
+}
+
+/// Whether two snapshots have the same listeners (names and addresses), which
+/// is what a reload may not change yet.
+pub fn same_listeners(a: &Snapshot, b: &Snapshot) -> bool {
+    a.listeners.len() == b.listeners.len()
+        && a.listeners.iter().zip(&b.listeners).all(|(x, y)| x.name == y.name && x.addr == y.addr)
+}
+
+/// Shortest and longest pause after an accept failure such as EMFILE.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Accepts on this worker's socket for listener `index` until `stop` closes.
+/// Each connection is served on this core with the tables current when it was
+/// accepted.
+pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>, stop: async_channel::Receiver<()>) {
+    let mut backoff = Duration::ZERO;
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = stop.recv() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                backoff = Duration::ZERO;
+                let tables = worker.tables();
+                let Some(l) = tables.listeners.get(index) else { continue };
+                if !worker.admit_connection() {
+                    l.stats.downstream_global_cx_overflow.inc();
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let worker = worker.clone();
+                monoio::spawn(async move {
+                    let _guard = ConnectionGuard::new(&worker, &tables.listeners[index].stats);
+                    let l = &tables.listeners[index];
+                    match &l.terminal {
+                        Terminal::TcpProxy(tp) => {
+                            tp.serve(stream, &tables.clusters, worker.relay, l.config.buffer_limit).await;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                let stats = &worker.tables().listeners[index].stats;
+                stats.downstream_cx_accept_error.inc();
+                let transient = matches!(
+                    e.raw_os_error(),
+                    Some(libc::ECONNABORTED | libc::EINTR | libc::EAGAIN | libc::EPROTO | libc::EPERM)
+                );
+                if transient {
+                    continue;
+                }
+                // Out of descriptors or memory: pause so the loop cannot spin,
+                // longer each time, and retry; open connections free them.
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(worker = worker.index, "accept failed: {e}; pausing {backoff:?}");
+                    last_warn = Some(Instant::now());
+                }
+                monoio::select! {
+                    _ = monoio::time::sleep(backoff) => {},
+                    _ = stop.recv() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Counts a connection in for its lifetime: listener gauges, this worker's
+/// count (for drain) and the global count (for the overload limit).
+struct ConnectionGuard<'a> {
+    worker: &'a Worker,
+    stats: &'a ListenerStats,
+}
+
+impl<'a> ConnectionGuard<'a> {
+    fn new(worker: &'a Worker, stats: &'a ListenerStats) -> Self {
+        stats.downstream_cx_total.inc();
+        stats.downstream_cx_active.inc();
+        stats.worker_downstream_cx_total.inc();
+        stats.worker_downstream_cx_active.inc();
+        worker.active.set(worker.active.get() + 1);
+        ConnectionGuard { worker, stats }
+    }
+}
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.downstream_cx_active.dec();
+        self.stats.worker_downstream_cx_active.dec();
+        self.stats.downstream_cx_destroy.inc();
+        self.worker.active.set(self.worker.active.get() - 1);
+        self.worker.shared.global_cx.fetch_sub(1, Ordering::Relaxed);
+    }
+}

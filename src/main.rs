@@ -1,0 +1,122 @@
+//! The `ringway` command: Envoy's flags (`-c`, `--mode validate`,
+//! `--concurrency`, `--drain-time-s`) → load the config → run the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ringway::config;
+use ringway::runtime::{Options, Server};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Serve,
+    Validate,
+}
+
+/// An Envoy-config-compatible proxy on a thread-per-core io_uring data plane.
+#[derive(Debug, Parser)]
+#[command(name = "ringway", version)]
+struct Cli {
+    /// Envoy bootstrap config (YAML or JSON).
+    #[arg(short = 'c', long = "config-path")]
+    config_path: PathBuf,
+    /// `serve` runs the proxy; `validate` checks the config and exits 0 or 1.
+    #[arg(long, value_enum, default_value = "serve")]
+    mode: Mode,
+    /// Worker threads (default: one per CPU this process may run on).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Seconds open connections get to finish after SIGTERM/SIGINT.
+    #[arg(long = "drain-time-s", default_value_t = 5)]
+    drain_time_s: u64,
+    /// Log level: trace, debug, info, warn, error, off.
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let snapshot = match config::load_file(&cli.config_path, 1) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", cli.config_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.mode == Mode::Validate {
+        println!(
+            "configuration '{}' OK: {} listener(s), {} cluster(s)",
+            cli.config_path.display(),
+            snapshot.listeners.len(),
+            snapshot.clusters.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if cli.concurrency == Some(0) {
+        eprintln!("error: --concurrency must be at least 1");
+        return ExitCode::FAILURE;
+    }
+
+    let opts = Options {
+        concurrency: cli.concurrency,
+        drain_time: Duration::from_secs(cli.drain_time_s),
+        config_path: Some(cli.config_path.clone()),
+        ..Options::default()
+    };
+    let server = match Server::start(snapshot, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = forward_signals(&server) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        server.shutdown();
+        server.wait();
+        return ExitCode::FAILURE;
+    }
+    server.wait();
+    tracing::info!("exiting");
+    ExitCode::SUCCESS
+}
+
+/// SIGHUP reloads the config file; SIGTERM and SIGINT drain and exit.
+fn forward_signals(server: &Server) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    let shared = server.shared().clone();
+    std::thread::Builder::new().name("ringway-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => {
+                    let shared = shared.clone();
+                    // Reload off this thread so a second signal is not delayed.
+                    let _ = std::thread::Builder::new().name("ringway-reload".into()).spawn(move || {
+                        if let Err(e) = shared.request_reload() {
+                            tracing::error!("reload on SIGHUP failed: {e}");
+                        }
+                    });
+                }
+                _ => {
+                    tracing::info!("signal {sig}: draining");
+                    shared.request_shutdown();
+                }
+            }
+        }
+    })?;
+    Ok(())
+}

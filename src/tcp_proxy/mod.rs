@@ -1,0 +1,254 @@
+//! tcp_proxy, the L4 terminal filter: picks a cluster and an endpoint, connects
+//! (with the cluster's timeout, up to `max_connect_attempts` hosts), then relays
+//! both directions until both sides have closed.
+//!
+//! listener → filter chain → **tcp_proxy** → cluster → lb pick → connect → relay
+
+mod copy;
+pub mod splice;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use monoio::io::Splitable;
+use monoio::net::TcpStream;
+
+use crate::config::{ClusterId, TcpProxyConfig, TcpRoute};
+use crate::stats::{Counter, Shard, StatKey};
+use crate::upstream::lb::Rng;
+use crate::upstream::{ClusterManager, UpstreamError, connect};
+use splice::{Pipe, PumpEnd};
+
+/// How bytes are moved once both sides are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// splice(2) through a pipe, driven by readiness (the default).
+    Splice,
+    /// read/write through a user-space buffer.
+    Copy,
+}
+
+impl RelayMode {
+    /// `RINGWAY_RELAY=copy` selects the buffered relay, for measurement.
+    pub fn from_env() -> Self {
+        match std::env::var("RINGWAY_RELAY").as_deref() {
+            Ok("copy") => RelayMode::Copy,
+            _ => RelayMode::Splice,
+        }
+    }
+}
+
+/// Envoy's `tcp.<stat_prefix>.*` stats.
+pub struct TcpProxyStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_no_route: Counter,
+    pub downstream_cx_tx_bytes_total: Counter,
+    pub downstream_cx_rx_bytes_total: Counter,
+    pub upstream_flush_total: Counter,
+    pub idle_timeout: Counter,
+}
+
+impl TcpProxyStats {
+    fn new(shard: &Shard, prefix: &str) -> Self {
+        let c = |stat: &str| shard.counter(StatKey::tcp(prefix, stat));
+        TcpProxyStats {
+            downstream_cx_total: c("downstream_cx_total"),
+            downstream_cx_no_route: c("downstream_cx_no_route"),
+            downstream_cx_tx_bytes_total: c("downstream_cx_tx_bytes_total"),
+            downstream_cx_rx_bytes_total: c("downstream_cx_rx_bytes_total"),
+            upstream_flush_total: c("upstream_flush_total"),
+            idle_timeout: c("idle_timeout"),
+        }
+    }
+}
+
+/// One core's instance of a tcp_proxy filter from the snapshot.
+pub struct TcpProxy {
+    config: TcpProxyConfig,
+    stats: TcpProxyStats,
+    rng: Rng,
+}
+
+/// Why a proxied connection ended early.
+#[derive(Debug)]
+enum RelayEnd {
+    Idle,
+    Io(io::Error),
+}
+
+impl TcpProxy {
+    pub fn new(config: &TcpProxyConfig, shard: &Shard, seed: u64) -> Self {
+        TcpProxy { config: config.clone(), stats: TcpProxyStats::new(shard, &config.stat_prefix), rng: Rng::new(seed) }
+    }
+
+    fn route(&self) -> Option<ClusterId> {
+        match &self.config.route {
+            TcpRoute::Cluster(id) => Some(*id),
+            TcpRoute::Weighted { clusters, total_weight } => {
+                let mut r = self.rng.below(*total_weight);
+                for (id, w) in clusters {
+                    if r < u64::from(*w) {
+                        return Some(*id);
+                    }
+                    r -= u64::from(*w);
+                }
+                None
+            }
+        }
+    }
+
+    /// Serves one downstream connection to its end.
+    pub async fn serve(&self, downstream: TcpStream, clusters: &ClusterManager, relay: RelayMode, buffer_limit: usize) {
+        self.stats.downstream_cx_total.inc();
+        let Some(cluster_id) = self.route() else {
+            self.stats.downstream_cx_no_route.inc();
+            return;
+        };
+        let cluster = clusters.get(cluster_id);
+        let cs = &cluster.stats;
+
+        let mut connected = None;
+        let mut last_error = UpstreamError::NoHealthyHost;
+        for _ in 0..self.config.max_connect_attempts {
+            let Some(host) = cluster.pick() else {
+                cs.upstream_cx_none_healthy.inc();
+                break;
+            };
+            cs.upstream_cx_total.inc();
+            host.stats.cx_total.inc();
+            match connect(host.addr, cluster.connect_timeout).await {
+                Ok(stream) => {
+                    connected = Some((stream, host));
+                    break;
+                }
+                Err(e) => {
+                    if e.is_timeout() {
+                        cs.upstream_cx_connect_timeout.inc();
+                    }
+                    cs.upstream_cx_connect_fail.inc();
+                    host.stats.cx_connect_fail.inc();
+                    tracing::debug!(cluster = %cluster.name, "{e}");
+                    let retry = e.is_retryable();
+                    last_error = e;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        let Some((upstream, host)) = connected else {
+            if last_error.is_retryable() {
+                cs.upstream_cx_connect_attempts_exceeded.inc();
+            }
+            // Dropping the downstream stream closes it.
+            return;
+        };
+
+        cs.upstream_cx_active.inc();
+        host.stats.cx_active.inc();
+        let limit = buffer_limit.min(cluster.buffer_limit);
+        let result = self
+            .relay(downstream, upstream, relay, limit, &cs.upstream_cx_tx_bytes_total, &cs.upstream_cx_rx_bytes_total)
+            .await;
+        match result {
+            Ok((to_upstream, _)) => {
+                if to_upstream.flushed_after_close {
+                    self.stats.upstream_flush_total.inc();
+                }
+            }
+            Err(RelayEnd::Idle) => self.stats.idle_timeout.inc(),
+            Err(RelayEnd::Io(e)) => tracing::debug!(cluster = %cluster.name, "relay ended: {e}"),
+        }
+        cs.upstream_cx_destroy.inc();
+        cs.upstream_cx_active.dec();
+        host.stats.cx_active.dec();
+    }
+
+    async fn relay(
+        &self,
+        downstream: TcpStream,
+        upstream: TcpStream,
+        mode: RelayMode,
+        limit: usize,
+        up_tx: &Counter,
+        up_rx: &Counter,
+    ) -> Result<(PumpEnd, PumpEnd), RelayEnd> {
+        let progress = Cell::new(0u64);
+        let idle = self.config.idle_timeout;
+        let tx = |n: u64| {
+            up_tx.add(n);
+            self.stats.downstream_cx_rx_bytes_total.add(n);
+        };
+        let rx = |n: u64| {
+            up_rx.add(n);
+            self.stats.downstream_cx_tx_bytes_total.add(n);
+        };
+        match mode {
+            RelayMode::Splice => {
+                let setup = splice::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&downstream))
+                    .and_then(|_| splice::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&upstream)))
+                    .and_then(|_| Ok((Pipe::new(limit)?, Pipe::new(limit)?)));
+                match setup {
+                    Ok((p1, p2)) => {
+                        let a = splice::pump(&downstream, &upstream, &p1, &progress, &tx);
+                        let b = splice::pump(&upstream, &downstream, &p2, &progress, &rx);
+                        drive(a, b, idle, &progress).await
+                    }
+                    Err(e) => Err(RelayEnd::Io(e)),
+                }
+            }
+            RelayMode::Copy => {
+                let (mut dr, mut dw) = downstream.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let a = copy::pump(&mut dr, &mut uw, limit, &progress, &tx);
+                let b = copy::pump(&mut ur, &mut dw, limit, &progress, &rx);
+                drive(a, b, idle, &progress).await
+            }
+        }
+    }
+}
+
+/// Runs both directions to completion, or until either fails or nothing has
+/// moved for `idle`. Dropping the pending direction on failure closes both.
+async fn drive(
+    a: impl Future<Output = io::Result<PumpEnd>>,
+    b: impl Future<Output = io::Result<PumpEnd>>,
+    idle: Option<Duration>,
+    progress: &Cell<u64>,
+) -> Result<(PumpEnd, PumpEnd), RelayEnd> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let (mut a_end, mut b_end) = (None, None);
+    let idle = idle.unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+    let mut timer = pin!(monoio::time::sleep(idle));
+    let mut seen = progress.get();
+    std::future::poll_fn(|cx| {
+        if a_end.is_none()
+            && let Poll::Ready(r) = a.as_mut().poll(cx)
+        {
+            a_end = Some(r.map_err(RelayEnd::Io)?);
+        }
+        if b_end.is_none()
+            && let Poll::Ready(r) = b.as_mut().poll(cx)
+        {
+            b_end = Some(r.map_err(RelayEnd::Io)?);
+        }
+        if let (Some(x), Some(y)) = (a_end, b_end) {
+            return Poll::Ready(Ok((x, y)));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = progress.get();
+            if now == seen {
+                return Poll::Ready(Err(RelayEnd::Idle));
+            }
+            seen = now;
+            timer.as_mut().reset(monoio::time::Instant::now() + idle);
+        }
+        Poll::Pending
+    })
+    .await
+}

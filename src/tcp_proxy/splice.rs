@@ -1,0 +1,142 @@
+//! The zero-copy relay: bytes move socket → pipe → socket with `splice(2)`,
+//! never through user space. Driven by readiness: each splice is tried
+//! non-blocking first and only on EAGAIN does the task wait for the socket
+//! (one io_uring POLL_ADD, or epoll on the legacy driver). io_uring's own
+//! SPLICE op is not used: the kernel punts it to io-wq workers, which
+//! measured half as fast (see perf/README.md).
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use monoio::net::TcpStream;
+
+/// A pipe owned by one relay direction. We own the fds (not monoio's `Pipe`)
+/// so the pipe can be enlarged with `F_SETPIPE_SZ`.
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    /// A non-blocking pipe of about `size` bytes (the kernel rounds to pages;
+    /// if it refuses the size, the default 64 KiB pipe is used).
+    pub fn new(size: usize) -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let size = size.clamp(4096, i32::MAX as usize) as libc::c_int;
+        // SAFETY: fcntl on an fd we own.
+        let got = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+        let capacity = if got > 0 {
+            got as usize
+        } else {
+            // SAFETY: as above.
+            let cur = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+            if cur > 0 { cur as usize } else { 65536 }
+        };
+        Ok(Pipe { read, write, capacity })
+    }
+}
+
+/// Puts a socket in non-blocking mode so that `splice` from or to it returns
+/// EAGAIN instead of blocking the worker.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a valid fd; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK == 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain syscall on fds the caller keeps open; null offsets mean
+    // "current position", which is the only valid choice for sockets and pipes.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// How one direction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PumpEnd {
+    /// The source closed while bytes were still on their way to the
+    /// destination (Envoy counts this as a flush).
+    pub flushed_after_close: bool,
+}
+
+/// Moves bytes from `src` to `dst` until `src` ends, then half-closes `dst`.
+/// `progress` is bumped on every move so an idle timer can tell activity;
+/// `on_bytes` is told how many bytes reached `dst`.
+pub async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipe: &Pipe,
+    progress: &Cell<u64>,
+    on_bytes: &impl Fn(u64),
+) -> io::Result<PumpEnd> {
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let mut in_pipe = 0usize;
+    let mut eof = false;
+    let mut flushed_after_close = false;
+    loop {
+        if !eof && in_pipe < pipe.capacity {
+            match splice(src_fd, pipe_w, pipe.capacity - in_pipe) {
+                Ok(0) => {
+                    eof = true;
+                    flushed_after_close = in_pipe > 0;
+                }
+                Ok(n) => in_pipe += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if in_pipe == 0 {
+                        src.readable(false).await?;
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if in_pipe > 0 {
+            match splice(pipe_r, dst_fd, in_pipe) {
+                Ok(n) => {
+                    in_pipe -= n;
+                    on_bytes(n as u64);
+                    progress.set(progress.get().wrapping_add(1));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        } else if eof {
+            // SAFETY: shutdown on a socket fd we hold open.
+            if unsafe { libc::shutdown(dst_fd, libc::SHUT_WR) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::NotConnected {
+                    return Err(e);
+                }
+            }
+            return Ok(PumpEnd { flushed_after_close });
+        }
+    }
+}
