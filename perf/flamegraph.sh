@@ -45,6 +45,7 @@ OUT=${OUT:-$RESULTS_DIR/flamegraph-$MODE$suffix.svg}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+init_work_dir
 
 # --- tools ------------------------------------------------------------------
 tools=(python3 iperf3 perf)

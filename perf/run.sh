@@ -37,6 +37,7 @@ REPEAT=${REPEAT:-1}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+init_work_dir
 
 RAW="$WORK_DIR/results-$MODE.jsonl"
 : >"$RAW"

@@ -49,7 +49,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let snapshot = match config::load_file(&cli.config_path, 1) {
+    let loaded = config::read_file(&cli.config_path).and_then(|text| match cli.mode {
+        // Validation resolves no names, as Envoy's validate mode.
+        Mode::Validate => config::check_str(&text, 1),
+        Mode::Serve => config::load_str(&text, 1),
+    });
+    let snapshot = match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {}: {e}", cli.config_path.display());

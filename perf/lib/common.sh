@@ -19,8 +19,18 @@ PROXY_CPU=${PROXY_CPU:-0}              # the proxy's one core
 LOAD_CPU=${LOAD_CPU:-1}                # iperf3 client + server share this core
 READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds to wait for a listener
 
-# Scratch dir for logs / pid files / JSON of this invocation.
-WORK_DIR=${WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/ringway-perf.XXXXXX")}
+# Scratch dir for logs / JSON of this invocation (see init_work_dir).
+WORK_DIR=${WORK_DIR:-}
+WORK_DIR_OWNED=
+
+# init_work_dir : create the scratch dir unless WORK_DIR was given.
+init_work_dir() {
+  if [[ -z $WORK_DIR ]]; then
+    WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringway-perf.XXXXXX")
+    WORK_DIR_OWNED=1
+  fi
+  mkdir -p "$WORK_DIR"
+}
 
 log() { printf '%s\n' "[perf] $*" >&2; }
 die() { printf '%s\n' "[perf] error: $*" >&2; exit 1; }
@@ -67,9 +77,11 @@ cleanup() {
   for pid in "${STARTED_PIDS[@]}"; do
     stop_pid "$pid"
   done
-  if [[ $rc -ne 0 ]]; then
+  if [[ -z $WORK_DIR ]]; then
+    :
+  elif [[ $rc -ne 0 || -n ${KEEP_WORK:-} || -z $WORK_DIR_OWNED ]]; then
     log "logs kept in $WORK_DIR"
-  elif [[ -z ${KEEP_WORK:-} ]]; then
+  else
     rm -rf "$WORK_DIR"
   fi
   return "$rc"
@@ -269,7 +281,7 @@ proxy_version() {
   case $1 in
     ringway)
       local v
-      v=$("$RINGWAY_BIN" --version 2>/dev/null | head -n1) || true
+      v=$("$RINGWAY_BIN" --version 2>/dev/null | grep -m1 .) || true
       printf '%s' "${v:-ringway} @ $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
       ;;
     envoy)
@@ -290,11 +302,15 @@ start_proxy() {
   local name=$1 mode=$2
   "${PERFUTIL[@]}" listening "$PROXY_PORT" &&
     die "port $PROXY_PORT already in use before starting $name"
+  if [[ $name == ringway || $name == envoy ]]; then
+    "${PERFUTIL[@]}" listening "$ADMIN_PORT" &&
+      die "admin port $ADMIN_PORT (from $mode-envoy.yaml) already in use before starting $name"
+  fi
   proxy_cmd "$name" "$mode"
   start_bg "$name" "$PROXY_CPU" "${PROXY_CMD[@]}"
   PROXY_PID=$BG_PID
   if ! wait_listen "$PROXY_PORT" "$PROXY_PID"; then
-    log "$name did not listen on $HOST:$PROXY_PORT within ${READY_TIMEOUT}s; log:"
+    log "$name exited or did not listen on $HOST:$PROXY_PORT within ${READY_TIMEOUT}s; log:"
     sed 's/^/    /' "$WORK_DIR/$name.log" >&2 || true
     stop_pid "$PROXY_PID"
     PROXY_PID=
@@ -311,4 +327,5 @@ stop_proxy() {
   stop_pid "$PROXY_PID"
   PROXY_PID=
   wait_free "$PROXY_PORT" || die "port $PROXY_PORT still in use after stopping proxy"
+  wait_free "$ADMIN_PORT" || die "admin port $ADMIN_PORT still in use after stopping proxy"
 }

@@ -67,6 +67,10 @@ impl Default for Options {
 /// data path reads them without locks.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    /// The version in `snapshot`, stored after it: a worker compares it on
+    /// every accept (one atomic load) so that a connection accepted after a
+    /// publish always gets the new config.
+    pub version: AtomicU64,
     pub stats: Store,
     /// Downstream connections open on all workers (the overload limit).
     pub global_cx: AtomicU64,
@@ -143,6 +147,7 @@ impl Server {
 
         let (control_tx, control_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
+            version: AtomicU64::new(snapshot.version),
             snapshot: ArcSwap::from_pointee(snapshot),
             stats: Store::new(concurrency),
             global_cx: AtomicU64::new(0),
@@ -177,6 +182,7 @@ impl Server {
             }
         }
         shared.stats.server().gauge(StatKey::plain("server.concurrency")).set(concurrency as i64);
+        set_membership(&shared.stats, &shared.snapshot.load());
         let snap = shared.snapshot.load();
         for (l, (_, bound)) in snap.listeners.iter().zip(&listener_addrs) {
             tracing::info!(
@@ -317,7 +323,9 @@ fn config_thread(
     stats.version.set(shared.snapshot.load().version as i64);
     let publish = |snapshot: Snapshot| {
         let version = snapshot.version;
+        set_membership(&shared.stats, &snapshot);
         shared.snapshot.store(Arc::new(snapshot));
+        shared.version.store(version, Ordering::Release);
         stats.version.set(version as i64);
         for n in &nudgers {
             // A full queue already holds a nudge; the worker will see this version.
@@ -366,6 +374,16 @@ fn config_thread(
         // Closing the channel wakes a worker even if its queue is full.
         let _ = n.try_send(Nudge::Check);
         n.close();
+    }
+}
+
+/// `cluster.<name>.membership_*`, written by one thread at a time: the
+/// starting thread, then the config thread.
+fn set_membership(stats: &Store, snapshot: &Snapshot) {
+    for c in &snapshot.clusters {
+        let hosts = c.endpoints.len() as i64;
+        stats.server().gauge(StatKey::cluster(&c.name, "membership_total")).set(hosts);
+        stats.server().gauge(StatKey::cluster(&c.name, "membership_healthy")).set(hosts);
     }
 }
 

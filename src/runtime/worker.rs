@@ -64,8 +64,11 @@ impl Worker {
         Worker { index, shard, shared, relay, active: Cell::new(0), tables: RefCell::new(Rc::new(tables)) }
     }
 
-    /// The tables a new connection should use.
+    /// The tables a new connection should use: the latest published.
     pub fn tables(&self) -> Rc<CoreTables> {
+        if self.shared.version.load(Ordering::Acquire) != self.tables.borrow().snapshot.version {
+            self.install_latest();
+        }
         self.tables.borrow().clone()
     }
 

@@ -85,7 +85,6 @@ pub struct ClusterStats {
     pub upstream_cx_destroy: Counter,
     pub upstream_cx_tx_bytes_total: Counter,
     pub upstream_cx_rx_bytes_total: Counter,
-    pub membership_total: Gauge,
 }
 
 impl ClusterStats {
@@ -102,7 +101,6 @@ impl ClusterStats {
             upstream_cx_destroy: c("upstream_cx_destroy"),
             upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
-            membership_total: g("membership_total"),
         }
     }
 }
