@@ -100,22 +100,24 @@ pub async fn pump(
     let mut eof = false;
     let mut flushed_after_close = false;
     loop {
-        if !eof && in_pipe < pipe.capacity {
+        // Fill: take everything the source has ready (up to the pipe's size)
+        // before writing, so the destination gets large writes and its reader
+        // fewer wakeups.
+        while !eof && in_pipe < pipe.capacity {
             match splice(src_fd, pipe_w, pipe.capacity - in_pipe) {
                 Ok(0) => {
                     eof = true;
                     flushed_after_close = in_pipe > 0;
                 }
                 Ok(n) => in_pipe += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if in_pipe == 0 {
-                        src.readable(false).await?;
-                        continue;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        if in_pipe == 0 && !eof {
+            src.readable(false).await?;
+            continue;
         }
         if in_pipe > 0 {
             match splice(pipe_r, dst_fd, in_pipe) {
