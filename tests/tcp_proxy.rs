@@ -283,3 +283,53 @@ fn reload_swaps_endpoints_and_spares_open_connections() {
     assert!(server.reload_str(&moved).unwrap_err().contains("static_resources.listeners"));
     stop(server);
 }
+
+/// IPv6 on both sides: a listener on [::1] proxying to an upstream on [::1].
+#[test]
+fn ipv6_listener_and_upstream() {
+    let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    let up = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(&buf).unwrap();
+    });
+    let yaml = TcpConfig::to(&[up]).yaml().replace(
+        "address: 127.0.0.1, port_value: 0}}\n    filter_chains",
+        "address: \"::1\", port_value: 0}}\n    filter_chains",
+    );
+    let server = start(&yaml, opts(1));
+    let addr = server.listener_addr("proxy").unwrap();
+    assert!(addr.is_ipv6(), "{addr}");
+    let mut s = connect(addr);
+    assert_eq!(round_trip(&mut s, b"six!"), b"six!");
+    assert_eq!(stat(&server, "listener.[__1]_0.downstream_cx_total"), 1);
+    stop(server);
+}
+
+/// A STRICT_DNS cluster resolves its host name (here `localhost`, from
+/// /etc/hosts, never the network) off the workers and proxies to it.
+#[test]
+fn strict_dns_cluster_resolves_localhost() {
+    let upstream = Upstream::echo();
+    let yaml = TcpConfig::to(&[upstream.addr])
+        .yaml()
+        .replace("type: STATIC", "type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n    dns_refresh_rate: 0.2s")
+        .replace("address: \"127.0.0.1\"", "address: localhost");
+    let server = start(&yaml, opts(1));
+    assert_eq!(stat(&server, "cluster.backend.membership_total"), 1);
+    let addr = server.listener_addr("proxy").unwrap();
+    let mut s = connect(addr);
+    assert_eq!(round_trip(&mut s, b"dns"), b"dns");
+    // Refreshes run (and find nothing new) without disturbing traffic.
+    wait_until("three DNS refreshes", || server.stats().get("cluster.backend.update_no_rebuild").unwrap_or(0) >= 3);
+    assert_eq!(stat(&server, "cluster.backend.update_failure"), 0);
+    let mut s = connect(addr);
+    assert_eq!(round_trip(&mut s, b"again"), b"again");
+    assert_eq!(stat(&server, "server.config_version"), 1);
+    stop(server);
+}

@@ -10,11 +10,12 @@ RESULTS_DIR="$PERF_DIR/results"
 CACHE_DIR="$PERF_DIR/.cache"
 PERFUTIL=(python3 "$PERF_DIR/lib/perfutil.py")
 
-# Topology.  Everything stays on loopback.
+# Topology.  Everything stays on loopback.  The ports are fixed because the
+# files in configs/ name them.
 HOST=127.0.0.1
-UPSTREAM_PORT=${UPSTREAM_PORT:-5201}   # iperf3 -s
-PROXY_PORT=${PROXY_PORT:-15201}        # every proxy listens here, one at a time
-ADMIN_PORT=${ADMIN_PORT:-9902}         # Envoy/ringway admin (from the YAML)
+UPSTREAM_PORT=5201   # iperf3 -s
+PROXY_PORT=15201     # every proxy listens here, one at a time
+ADMIN_PORT=9902      # Envoy/ringway admin (tcp-envoy.yaml)
 PROXY_CPU=${PROXY_CPU:-0}              # the proxy's one core
 LOAD_CPU=${LOAD_CPU:-1}                # iperf3 client + server share this core
 READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds to wait for a listener

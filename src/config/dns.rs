@@ -18,26 +18,40 @@ pub fn resolve_all(snapshot: &mut Snapshot) {
     }
 }
 
+/// What one STRICT_DNS refresh of one cluster found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Changed,
+    Unchanged,
+    Failed,
+}
+
 /// Re-resolves the STRICT_DNS clusters of `current`; returns the snapshot to
-/// publish next if any endpoint list changed. A failed lookup keeps the
-/// cluster's previous hosts, as Envoy does.
-pub fn refresh(current: &Snapshot) -> Option<Snapshot> {
-    let mut changed = false;
+/// publish next if any endpoint list changed, and each cluster's outcome. A
+/// failed lookup keeps the cluster's previous hosts, as Envoy does.
+pub fn refresh(current: &Snapshot) -> (Option<Snapshot>, Vec<(String, RefreshOutcome)>) {
+    let mut outcomes = Vec::new();
     let mut clusters = current.clusters.clone();
     for cluster in &mut clusters {
         if let (ClusterKind::StrictDns, Some(dns)) = (cluster.kind, &cluster.dns) {
-            match resolve_cluster(dns) {
+            let outcome = match resolve_cluster(dns) {
                 Ok(endpoints) if endpoints != cluster.endpoints => {
                     tracing::info!(cluster = %cluster.name, hosts = endpoints.len(), "DNS refresh changed hosts");
                     cluster.endpoints = endpoints;
-                    changed = true;
+                    RefreshOutcome::Changed
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(cluster = %cluster.name, "DNS refresh failed, keeping hosts: {e}"),
-            }
+                Ok(_) => RefreshOutcome::Unchanged,
+                Err(e) => {
+                    tracing::warn!(cluster = %cluster.name, "DNS refresh failed, keeping hosts: {e}");
+                    RefreshOutcome::Failed
+                }
+            };
+            outcomes.push((cluster.name.clone(), outcome));
         }
     }
-    changed.then(|| Snapshot { version: current.version + 1, clusters, ..current.clone() })
+    let changed = outcomes.iter().any(|(_, o)| *o == RefreshOutcome::Changed);
+    let next = changed.then(|| Snapshot { version: current.version + 1, clusters, ..current.clone() });
+    (next, outcomes)
 }
 
 /// The shortest refresh interval among STRICT_DNS clusters, if there are any.

@@ -361,7 +361,9 @@ fn config_thread(
             Ok(Control::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let current = shared.snapshot.load_full();
-                if let Some(next) = config::dns::refresh(&current) {
+                let (next, outcomes) = config::dns::refresh(&current);
+                count_dns_outcomes(&shared.stats, &outcomes);
+                if let Some(next) = next {
                     publish(next);
                 }
                 next_dns = dns_deadline(&current);
@@ -374,6 +376,25 @@ fn config_thread(
         // Closing the channel wakes a worker even if its queue is full.
         let _ = n.try_send(Nudge::Check);
         n.close();
+    }
+}
+
+/// Envoy's `cluster.<name>.update_*` counters for DNS refreshes.
+fn count_dns_outcomes(stats: &Store, outcomes: &[(String, config::dns::RefreshOutcome)]) {
+    use config::dns::RefreshOutcome;
+    for (cluster, outcome) in outcomes {
+        let c = |stat: &str| stats.server().counter(StatKey::cluster(cluster, stat));
+        let (attempt, success, no_rebuild, failure) =
+            (c("update_attempt"), c("update_success"), c("update_no_rebuild"), c("update_failure"));
+        attempt.inc();
+        match outcome {
+            RefreshOutcome::Changed => success.inc(),
+            RefreshOutcome::Unchanged => {
+                success.inc();
+                no_rebuild.inc();
+            }
+            RefreshOutcome::Failed => failure.inc(),
+        }
     }
 }
 
