@@ -333,3 +333,17 @@ fn strict_dns_cluster_resolves_localhost() {
     assert_eq!(stat(&server, "server.config_version"), 1);
     stop(server);
 }
+
+/// `idle_timeout: 0s` disables the timeout (Envoy's meaning).
+#[test]
+fn zero_idle_timeout_disables_it() {
+    let upstream = Upstream::echo();
+    let mut cfg = TcpConfig::to(&[upstream.addr]);
+    cfg.extra_proxy = "          idle_timeout: 0s".into();
+    let server = start(&cfg.yaml(), opts(1));
+    let mut s = connect(server.listener_addr("proxy").unwrap());
+    assert_eq!(round_trip(&mut s, b"no timer"), b"no timer");
+    drop(s);
+    assert_eq!(stat(&server, "tcp.test.idle_timeout"), 0);
+    stop(server);
+}

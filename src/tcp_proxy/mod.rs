@@ -223,8 +223,12 @@ async fn drive(
     let mut a = pin!(a);
     let mut b = pin!(b);
     let (mut a_end, mut b_end) = (None, None);
-    let idle = idle.unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
-    let mut timer = pin!(monoio::time::sleep(idle));
+    // With no idle timeout the timer still ticks (daily) but never closes.
+    let (period, enforce) = match idle {
+        Some(d) => (d, true),
+        None => (Duration::from_secs(86_400), false),
+    };
+    let mut timer = pin!(monoio::time::sleep(period));
     let mut seen = progress.get();
     std::future::poll_fn(|cx| {
         if a_end.is_none()
@@ -242,11 +246,11 @@ async fn drive(
         }
         while timer.as_mut().poll(cx).is_ready() {
             let now = progress.get();
-            if now == seen {
+            if enforce && now == seen {
                 return Poll::Ready(Err(RelayEnd::Idle));
             }
             seen = now;
-            timer.as_mut().reset(monoio::time::Instant::now() + idle);
+            timer.as_mut().reset(monoio::time::Instant::now() + period);
         }
         Poll::Pending
     })
