@@ -34,15 +34,21 @@ struct Cli {
     /// Seconds open connections get to finish after SIGTERM/SIGINT.
     #[arg(long = "drain-time-s", default_value_t = 5)]
     drain_time_s: u64,
-    /// Log level: trace, debug, info, warn, error, off.
+    /// Log level: trace, debug, info, warning, error, critical, off.
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     log_level: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let Some(level) = log_level(&cli.log_level) else {
+        eprintln!(
+            "error: unknown log level `{}`; expected trace, debug, info, warning, error, critical or off",
+            cli.log_level
+        );
+        return ExitCode::FAILURE;
+    };
+    let filter = tracing_subscriber::EnvFilter::new(level);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -97,6 +103,19 @@ fn main() -> ExitCode {
     server.wait();
     tracing::info!("exiting");
     ExitCode::SUCCESS
+}
+
+/// Envoy's `--log-level` names mapped to tracing's.
+fn log_level(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "err" | "critical" => "error",
+        "off" => "off",
+        _ => return None,
+    })
 }
 
 /// SIGHUP reloads the config file; SIGTERM and SIGINT drain and exit.

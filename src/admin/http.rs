@@ -107,10 +107,6 @@ fn percent_decode(s: &str) -> String {
                     }
                 }
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
             b => {
                 out.push(b);
                 i += 1;
@@ -153,7 +149,9 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-pub fn write_response(mut conn: &TcpStream, r: &Response) -> io::Result<()> {
+/// Writes `r`; for a HEAD request (`head_only`) the body is left out but its
+/// length still announced.
+pub fn write_response(mut conn: &TcpStream, r: &Response, head_only: bool) -> io::Result<()> {
     conn.set_write_timeout(Some(READ_TIMEOUT))?;
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
@@ -163,7 +161,9 @@ pub fn write_response(mut conn: &TcpStream, r: &Response) -> io::Result<()> {
         r.body.len()
     );
     conn.write_all(head.as_bytes())?;
-    conn.write_all(r.body.as_bytes())?;
+    if !head_only {
+        conn.write_all(r.body.as_bytes())?;
+    }
     conn.flush()
 }
 

@@ -69,7 +69,7 @@ pub fn start(listener: TcpListener, shared: Arc<Shared>, driver: &'static str) -
                 continue;
             };
             if busy.load(Ordering::Acquire) >= MAX_CONCURRENT {
-                let _ = http::write_response(&conn, &Response::text(503, "admin busy\n"));
+                let _ = http::write_response(&conn, &Response::text(503, "admin busy\n"), false);
                 continue;
             }
             busy.fetch_add(1, Ordering::AcqRel);
@@ -90,11 +90,11 @@ pub fn start(listener: TcpListener, shared: Arc<Shared>, driver: &'static str) -
 
 impl Admin {
     fn serve(&self, conn: TcpStream) {
-        let response = match http::read_request(&conn) {
-            Ok(req) => self.handle(&req),
-            Err(e) => Response::text(e.status(), &format!("{e}\n")),
+        let (response, head) = match http::read_request(&conn) {
+            Ok(req) => (self.handle(&req), req.method == "HEAD"),
+            Err(e) => (Response::text(e.status(), &format!("{e}\n")), false),
         };
-        let _ = http::write_response(&conn, &response);
+        let _ = http::write_response(&conn, &response, head);
     }
 
     fn draining(&self) -> bool {
@@ -107,14 +107,21 @@ impl Admin {
     }
 
     fn handle(&self, req: &Request) -> Response {
-        let mutating = matches!(req.path.as_str(), "/quitquitquit" | "/healthcheck/fail" | "/reset_counters");
-        if mutating && req.method != "POST" {
+        self.route(req)
+    }
+
+    fn route(&self, req: &Request) -> Response {
+        const READ_ONLY: &[&str] =
+            &["/", "/help", "/ready", "/stats", "/stats/prometheus", "/clusters", "/config_dump", "/server_info"];
+        const MUTATING: &[&str] = &["/quitquitquit"];
+        let path = req.path.as_str();
+        if MUTATING.contains(&path) && req.method != "POST" {
             return Response::text(405, "This endpoint requires POST\n");
         }
-        if !mutating && req.method != "GET" && req.method != "HEAD" {
+        if READ_ONLY.contains(&path) && req.method != "GET" && req.method != "HEAD" {
             return Response::text(405, "This endpoint requires GET\n");
         }
-        match req.path.as_str() {
+        match path {
             "/ready" => {
                 if self.draining() {
                     Response::text(503, "DRAINING\n")

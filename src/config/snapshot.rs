@@ -57,6 +57,8 @@ pub struct ListenerConfig {
     pub stat_name: String,
     pub buffer_limit: usize,
     pub backlog: u32,
+    /// IPv6 listeners refuse IPv4-mapped peers unless `ipv4_compat`.
+    pub ipv6_only: bool,
     pub filter_chain: FilterChainConfig,
 }
 

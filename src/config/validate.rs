@@ -27,7 +27,17 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
 const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
-const DEFAULT_BACKLOG: u32 = 1024;
+/// Envoy's default backlog is the kernel's `somaxconn`; this is used where
+/// it cannot be read.
+const FALLBACK_BACKLOG: u32 = 4096;
+
+fn default_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(FALLBACK_BACKLOG)
+}
 
 /// Decodes a JSON value into `T`, reporting errors under `path`.
 pub(crate) fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
@@ -133,25 +143,26 @@ fn validate_listener(
     if buffer_limit == 0 {
         return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));
     }
-    let backlog = l.tcp_backlog_size.unwrap_or(DEFAULT_BACKLOG).max(1);
+    let backlog = match l.tcp_backlog_size {
+        Some(0) => return Err(err(format!("{path}.tcp_backlog_size"), "must be at least 1")),
+        Some(n) => n,
+        None => default_backlog(),
+    };
+    let ipv6_only = addr.is_ipv6() && !l.address.socket_address.ipv4_compat.unwrap_or(false);
     Ok(ListenerConfig {
         name,
         addr,
         stat_name: stat_name_for(&addr),
         buffer_limit,
         backlog,
+        ipv6_only,
         filter_chain: FilterChainConfig { name: chain.name.clone().unwrap_or_default(), terminal },
     })
 }
 
 /// Reads a filter's settings from `typed_config` (v3) or `config` (v2) and
 /// rewrites the raw filter into the v3 spelling for `/config_dump`.
-fn filter_settings(
-    f: &mut raw::Filter,
-    path: &str,
-    known_names: &[&str],
-    known_types: &[&str],
-) -> Result<(Value, String), ConfigError> {
+fn filter_settings(f: &mut raw::Filter, path: &str, known_types: &[&str]) -> Result<(Value, String), ConfigError> {
     let (mut value, field) = match (f.typed_config.take(), f.config.take()) {
         (Some(_), Some(_)) => {
             return Err(err(format!("{path}.config"), "give either typed_config or config, not both"));
@@ -173,8 +184,10 @@ fn filter_settings(
         }
         Some(Value::String(_)) => {}
         Some(_) => return Err(err(format!("{field_path}.@type"), "expected a type URL string")),
-        None if field == "typed_config" && !known_names.contains(&f.name.as_str()) => {
-            return Err(err(format!("{field_path}.@type"), "missing"));
+        // v3 `typed_config` is a protobuf Any and must say its type; v2
+        // `config` never did.
+        None if field == "typed_config" => {
+            return Err(err(format!("{field_path}.@type"), format!("missing; expected {}", known_types[0])));
         }
         None => {}
     }
@@ -206,7 +219,7 @@ fn validate_network_filter(
             format!("network filter `{what}` is not supported; expected envoy.filters.network.tcp_proxy"),
         ));
     }
-    let (settings, settings_path) = filter_settings(f, path, TCP_PROXY_NAMES, TCP_PROXY_TYPES)?;
+    let (settings, settings_path) = filter_settings(f, path, TCP_PROXY_TYPES)?;
     let tp: raw::TcpProxy = decode(settings, &settings_path)?;
     if tp.stat_prefix.is_empty() {
         return Err(err(format!("{settings_path}.stat_prefix"), "must not be empty"));
@@ -225,13 +238,11 @@ fn validate_network_filter(
             for (i, c) in w.clusters.iter().enumerate() {
                 let p = format!("{settings_path}.weighted_clusters.clusters[{i}]");
                 let id = cluster_ref(clusters, &c.name, &format!("{p}.name"))?;
-                total += u64::from(c.weight);
-                if c.weight > 0 {
-                    out.push((id, c.weight));
+                if c.weight == 0 {
+                    return Err(err(format!("{p}.weight"), "must be at least 1"));
                 }
-            }
-            if total == 0 {
-                return Err(err(format!("{settings_path}.weighted_clusters"), "weights add up to zero"));
+                total += u64::from(c.weight);
+                out.push((id, c.weight));
             }
             TcpRoute::Weighted { clusters: out, total_weight: total }
         }
@@ -386,7 +397,10 @@ fn validate_cluster(c: &mut raw::Cluster, path: &str) -> Result<ClusterConfig, C
         }
     }
     let dns = (kind == ClusterKind::StrictDns).then_some(DnsConfig { targets, refresh_rate, family });
-    let buffer_limit = c.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize).max(1);
+    let buffer_limit = c.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize);
+    if buffer_limit == 0 {
+        return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));
+    }
     Ok(ClusterConfig { name: c.name.clone(), kind, connect_timeout, lb, buffer_limit, endpoints, dns })
 }
 

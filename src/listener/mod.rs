@@ -20,16 +20,33 @@ use crate::tcp_proxy::TcpProxy;
 /// Binds `count` sockets to `addr` with SO_REUSEPORT so each worker accepts on
 /// its own and the kernel spreads connections among them. With port 0, the
 /// first socket picks the port and the others join it.
-pub fn bind_reuseport(addr: SocketAddr, backlog: u32, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+///
+/// SO_REUSEPORT would also let this process silently share a port with
+/// another one (a second ringway, a stale instance); a probe bind without it
+/// first turns that into a clear "address in use".
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    backlog: u32,
+    ipv6_only: bool,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let new_socket = |addr: SocketAddr| -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(ipv6_only)?;
+        }
+        Ok(socket)
+    };
+    if addr.port() != 0 {
+        let probe = new_socket(addr)?;
+        probe.bind(&addr.into())?;
+    }
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
+        let socket = new_socket(addr)?;
         socket.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         socket.listen(backlog.min(i32::MAX as u32) as i32)?;

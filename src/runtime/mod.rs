@@ -130,7 +130,7 @@ impl Server {
         let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..concurrency).map(|_| Vec::new()).collect();
         let mut listener_addrs = Vec::new();
         for l in &snapshot.listeners {
-            let sockets = listener::bind_reuseport(l.addr, l.backlog, concurrency)
+            let sockets = listener::bind_reuseport(l.addr, l.backlog, l.ipv6_only, concurrency)
                 .map_err(|e| io::Error::new(e.kind(), format!("listener `{}` cannot bind {}: {e}", l.name, l.addr)))?;
             listener_addrs.push((l.name.clone(), sockets[0].local_addr()?));
             for (w, s) in sockets.into_iter().enumerate() {
@@ -276,9 +276,10 @@ fn worker_thread(
     }
     let shard = shared.stats.worker(index);
     let drain = opts.drain_time;
+    let started = ready.clone();
     let main = move |driver: &'static str| {
         let worker = Rc::new(Worker::new(index, shard, shared, opts.relay));
-        let _ = ready.send(Ok(driver));
+        let _ = started.send(Ok(driver));
         worker::run(worker, sockets, nudges, drain)
     };
     let entries = 4096;
@@ -295,7 +296,9 @@ fn worker_thread(
         }
         DriverChoice::Legacy => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
             Ok(mut rt) => rt.block_on(main("epoll")),
-            Err(e) => tracing::error!(worker = index, "cannot build runtime: {e}"),
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {index}: cannot start epoll driver: {e}")));
+            }
         },
     }
 }

@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::time::Instant;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
@@ -15,7 +16,7 @@ pub async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
     src: &mut R,
     dst: &mut W,
     buf_size: usize,
-    progress: &Cell<u64>,
+    last_activity: &Cell<Instant>,
     on_bytes: &impl Fn(u64),
 ) -> io::Result<PumpEnd> {
     let mut buf: Vec<u8> = Vec::with_capacity(buf_size.max(4096));
@@ -31,6 +32,6 @@ pub async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
         buf = b;
         let n = res?;
         on_bytes(n as u64);
-        progress.set(progress.get().wrapping_add(1));
+        last_activity.set(Instant::now());
     }
 }

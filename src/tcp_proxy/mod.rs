@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
@@ -50,6 +50,9 @@ pub struct TcpProxyStats {
     pub downstream_cx_rx_bytes_total: Counter,
     pub upstream_flush_total: Counter,
     pub idle_timeout: Counter,
+    /// Connections relayed with copies because pipes were unavailable
+    /// (ringway's own stat).
+    pub downstream_cx_splice_fallback: Counter,
 }
 
 impl TcpProxyStats {
@@ -62,6 +65,7 @@ impl TcpProxyStats {
             downstream_cx_rx_bytes_total: c("downstream_cx_rx_bytes_total"),
             upstream_flush_total: c("upstream_flush_total"),
             idle_timeout: c("idle_timeout"),
+            downstream_cx_splice_fallback: c("downstream_cx_splice_fallback"),
         }
     }
 }
@@ -177,7 +181,7 @@ impl TcpProxy {
         up_tx: &Counter,
         up_rx: &Counter,
     ) -> Result<(PumpEnd, PumpEnd), RelayEnd> {
-        let progress = Cell::new(0u64);
+        let last_activity = Cell::new(Instant::now());
         let idle = self.config.idle_timeout;
         let tx = |n: u64| {
             up_tx.add(n);
@@ -187,29 +191,44 @@ impl TcpProxy {
             up_rx.add(n);
             self.stats.downstream_cx_tx_bytes_total.add(n);
         };
-        match mode {
-            RelayMode::Splice => {
-                let setup = splice::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&downstream))
-                    .and_then(|_| splice::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&upstream)))
-                    .and_then(|_| Ok((Pipe::new(limit)?, Pipe::new(limit)?)));
-                match setup {
-                    Ok((p1, p2)) => {
-                        let a = splice::pump(&downstream, &upstream, &p1, &progress, &tx);
-                        let b = splice::pump(&upstream, &downstream, &p2, &progress, &rx);
-                        drive(a, b, idle, &progress).await
-                    }
-                    Err(e) => Err(RelayEnd::Io(e)),
+        if mode == RelayMode::Splice {
+            match splice_setup(&downstream, &upstream, limit) {
+                Ok((p1, p2)) => {
+                    let a = splice::pump(&downstream, &upstream, &p1, &last_activity, &tx);
+                    let b = splice::pump(&upstream, &downstream, &p2, &last_activity, &rx);
+                    return drive(a, b, idle, &last_activity).await;
+                }
+                // No pipes (descriptors or the per-user pipe quota ran out):
+                // the buffered relay still works, so use it for this one.
+                Err(e) => {
+                    self.stats.downstream_cx_splice_fallback.inc();
+                    tracing::debug!("splice unavailable ({e}); relaying with copies");
                 }
             }
-            RelayMode::Copy => {
-                let (mut dr, mut dw) = downstream.into_split();
-                let (mut ur, mut uw) = upstream.into_split();
-                let a = copy::pump(&mut dr, &mut uw, limit, &progress, &tx);
-                let b = copy::pump(&mut ur, &mut dw, limit, &progress, &rx);
-                drive(a, b, idle, &progress).await
-            }
         }
+        let (mut dr, mut dw) = downstream.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let a = copy::pump(&mut dr, &mut uw, limit, &last_activity, &tx);
+        let b = copy::pump(&mut ur, &mut dw, limit, &last_activity, &rx);
+        drive(a, b, idle, &last_activity).await
     }
+}
+
+/// Pipes smaller than this make splice slower than copying.
+const MIN_USEFUL_PIPE: usize = 64 * 1024;
+
+/// Non-blocking sockets and two pipes for the splice relay.
+fn splice_setup(downstream: &TcpStream, upstream: &TcpStream, limit: usize) -> io::Result<(Pipe, Pipe)> {
+    use std::os::fd::AsRawFd;
+    let (p1, p2) = (Pipe::new(limit)?, Pipe::new(limit)?);
+    // Past the kernel's per-user pipe quota new pipes get a page or two.
+    let want = limit.min(MIN_USEFUL_PIPE);
+    if p1.capacity() < want || p2.capacity() < want {
+        return Err(io::Error::other(format!("pipes got only {} bytes", p1.capacity().min(p2.capacity()))));
+    }
+    splice::set_nonblocking(downstream.as_raw_fd())?;
+    splice::set_nonblocking(upstream.as_raw_fd())?;
+    Ok((p1, p2))
 }
 
 /// Runs both directions to completion, or until either fails or nothing has
@@ -218,7 +237,7 @@ async fn drive(
     a: impl Future<Output = io::Result<PumpEnd>>,
     b: impl Future<Output = io::Result<PumpEnd>>,
     idle: Option<Duration>,
-    progress: &Cell<u64>,
+    last_activity: &Cell<Instant>,
 ) -> Result<(PumpEnd, PumpEnd), RelayEnd> {
     let mut a = pin!(a);
     let mut b = pin!(b);
@@ -229,7 +248,6 @@ async fn drive(
         None => (Duration::from_secs(86_400), false),
     };
     let mut timer = pin!(monoio::time::sleep(period));
-    let mut seen = progress.get();
     std::future::poll_fn(|cx| {
         if a_end.is_none()
             && let Poll::Ready(r) = a.as_mut().poll(cx)
@@ -244,13 +262,15 @@ async fn drive(
         if let (Some(x), Some(y)) = (a_end, b_end) {
             return Poll::Ready(Ok((x, y)));
         }
+        // On expiry, close if nothing moved for a whole period; otherwise
+        // re-arm for one period after the last activity.
         while timer.as_mut().poll(cx).is_ready() {
-            let now = progress.get();
-            if enforce && now == seen {
+            let last = last_activity.get();
+            if enforce && last.elapsed() >= period {
                 return Poll::Ready(Err(RelayEnd::Idle));
             }
-            seen = now;
-            timer.as_mut().reset(monoio::time::Instant::now() + period);
+            let next = if enforce { last + period } else { Instant::now() + period };
+            timer.as_mut().reset(monoio::time::Instant::from_std(next));
         }
         Poll::Pending
     })

@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 
@@ -20,8 +21,10 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    /// A non-blocking pipe of about `size` bytes (the kernel rounds to pages;
-    /// if it refuses the size, the default 64 KiB pipe is used).
+    /// A non-blocking pipe of about `size` bytes. The kernel rounds to pages
+    /// and may give less: the default 64 KiB above `fs.pipe-max-size`, and a
+    /// page or two once the user's pipe quota is spent; `capacity` says what
+    /// was granted.
     pub fn new(size: usize) -> io::Result<Pipe> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: fds is a valid array of two ints for pipe2 to fill.
@@ -41,6 +44,10 @@ impl Pipe {
             if cur > 0 { cur as usize } else { 65536 }
         };
         Ok(Pipe { read, write, capacity })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 
@@ -85,13 +92,13 @@ pub struct PumpEnd {
 }
 
 /// Moves bytes from `src` to `dst` until `src` ends, then half-closes `dst`.
-/// `progress` is bumped on every move so an idle timer can tell activity;
+/// `last_activity` is set on every move so an idle timer can tell activity;
 /// `on_bytes` is told how many bytes reached `dst`.
 pub async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     pipe: &Pipe,
-    progress: &Cell<u64>,
+    last_activity: &Cell<Instant>,
     on_bytes: &impl Fn(u64),
 ) -> io::Result<PumpEnd> {
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
@@ -124,7 +131,7 @@ pub async fn pump(
                 Ok(n) => {
                     in_pipe -= n;
                     on_bytes(n as u64);
-                    progress.set(progress.get().wrapping_add(1));
+                    last_activity.set(Instant::now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
