@@ -72,7 +72,7 @@ pub fn parse_yaml(text: &str) -> Result<raw::Bootstrap, ConfigError> {
 /// Parses and validates, resolving STRICT_DNS clusters once.
 pub fn load_str(text: &str, version: u64) -> Result<Snapshot, ConfigError> {
     let mut snapshot = check_str(text, version)?;
-    dns::resolve_all(&mut snapshot);
+    dns::resolve_all(&mut snapshot, None);
     Ok(snapshot)
 }
 

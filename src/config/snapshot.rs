@@ -141,6 +141,8 @@ pub struct EndpointConfig {
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     pub targets: Vec<DnsTarget>,
+    /// The last good answer for each target, index for index.
+    pub resolved: Vec<Vec<SocketAddr>>,
     pub refresh_rate: Duration,
     pub family: DnsFamily,
 }

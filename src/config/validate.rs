@@ -396,7 +396,12 @@ fn validate_cluster(c: &mut raw::Cluster, path: &str) -> Result<ClusterConfig, C
             }
         }
     }
-    let dns = (kind == ClusterKind::StrictDns).then_some(DnsConfig { targets, refresh_rate, family });
+    let dns = (kind == ClusterKind::StrictDns).then(|| DnsConfig {
+        resolved: vec![Vec::new(); targets.len()],
+        targets,
+        refresh_rate,
+        family,
+    });
     let buffer_limit = c.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize);
     if buffer_limit == 0 {
         return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));

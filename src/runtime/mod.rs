@@ -335,8 +335,9 @@ fn config_thread(
             let _ = n.try_send(Nudge::Check);
         }
     };
-    let mut next_dns = dns_deadline(&shared.snapshot.load());
+    let mut dns_due = config::dns::schedule(&shared.snapshot.load(), Instant::now());
     loop {
+        let next_dns = dns_due.values().min().copied();
         let wait = next_dns.map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
         match control.recv_timeout(wait) {
             Ok(Control::Reload { text, reply }) => {
@@ -345,7 +346,7 @@ fn config_thread(
                 let answer = match result {
                     Ok(snapshot) => {
                         let v = snapshot.version;
-                        next_dns = dns_deadline(&snapshot);
+                        dns_due = config::dns::schedule(&snapshot, Instant::now());
                         publish(snapshot);
                         stats.success.inc();
                         tracing::info!(version = v, "config reloaded");
@@ -363,13 +364,21 @@ fn config_thread(
             }
             Ok(Control::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                let due: Vec<String> = dns_due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
                 let current = shared.snapshot.load_full();
-                let (next, outcomes) = config::dns::refresh(&current);
+                let (next, outcomes) = config::dns::refresh(&current, &due);
                 count_dns_outcomes(&shared.stats, &outcomes);
                 if let Some(next) = next {
                     publish(next);
                 }
-                next_dns = dns_deadline(&current);
+                let rates = config::dns::schedule(&current, Instant::now());
+                for name in due {
+                    match rates.get(&name) {
+                        Some(t) => dns_due.insert(name, *t),
+                        None => dns_due.remove(&name),
+                    };
+                }
             }
         }
     }
@@ -411,10 +420,6 @@ fn set_membership(stats: &Store, snapshot: &Snapshot) {
     }
 }
 
-fn dns_deadline(snapshot: &Snapshot) -> Option<Instant> {
-    config::dns::refresh_interval(snapshot).map(|d| Instant::now() + d)
-}
-
 /// Builds the next snapshot from a file or text; refuses changes a running
 /// server cannot take yet.
 fn reload(current: &Snapshot, text: Option<String>, path: Option<&std::path::Path>) -> Result<Snapshot, ConfigError> {
@@ -423,7 +428,8 @@ fn reload(current: &Snapshot, text: Option<String>, path: Option<&std::path::Pat
         (None, Some(p)) => config::read_file(p)?,
         (None, None) => return Err(ConfigError::new("", "no config file to reload")),
     };
-    let next = config::load_str(&text, current.version + 1)?;
+    let mut next = config::check_str(&text, current.version + 1)?;
+    config::dns::resolve_all(&mut next, Some(current));
     if !listener::same_listeners(current, &next) {
         return Err(ConfigError::new(
             "static_resources.listeners",
