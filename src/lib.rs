@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod http;
 pub mod listener;
 pub mod runtime;
 pub mod stats;
