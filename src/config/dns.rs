@@ -13,11 +13,11 @@ use super::snapshot::{ClusterConfig, DnsFamily, EndpointConfig, Snapshot};
 
 /// What one refresh of one cluster found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshOutcome {
-    Changed,
-    Unchanged,
+pub struct RefreshOutcome {
+    /// The endpoint list differs from before (publish a new snapshot).
+    pub changed: bool,
     /// At least one name failed; its previous addresses were kept.
-    Failed,
+    pub failed: bool,
 }
 
 /// Resolves every STRICT_DNS cluster of a new snapshot. Names that fail keep
@@ -28,8 +28,11 @@ pub fn resolve_all(snapshot: &mut Snapshot, previous: Option<&Snapshot>) {
         if let Some(before) = before {
             seed_from(cluster, before);
         }
-        if resolve_cluster(cluster) == RefreshOutcome::Failed {
-            tracing::warn!(cluster = %cluster.name, "DNS resolution failed for some hosts; they are left out until it works");
+        if resolve_cluster(cluster).failed {
+            tracing::warn!(
+                cluster = %cluster.name,
+                "DNS resolution failed for some hosts; they keep their previous addresses (none if new) until it works"
+            );
         }
     }
 }
@@ -41,12 +44,15 @@ pub fn refresh(current: &Snapshot, due: &[String]) -> (Option<Snapshot>, Vec<(St
     let mut clusters = current.clusters.clone();
     for cluster in clusters.iter_mut().filter(|c| c.dns.is_some() && due.contains(&c.name)) {
         let outcome = resolve_cluster(cluster);
-        if outcome == RefreshOutcome::Changed {
+        if outcome.changed {
             tracing::info!(cluster = %cluster.name, hosts = cluster.endpoints.len(), "DNS refresh changed hosts");
+        }
+        if outcome.failed {
+            tracing::warn!(cluster = %cluster.name, "DNS refresh failed for some hosts; keeping their previous addresses");
         }
         outcomes.push((cluster.name.clone(), outcome));
     }
-    let changed = outcomes.iter().any(|(_, o)| *o == RefreshOutcome::Changed);
+    let changed = outcomes.iter().any(|(_, o)| o.changed);
     let next = changed.then(|| Snapshot { version: current.version + 1, clusters, ..current.clone() });
     (next, outcomes)
 }
@@ -68,7 +74,7 @@ fn seed_from(cluster: &mut ClusterConfig, before: &ClusterConfig) {
 
 /// Looks every name of `cluster` up again and rebuilds its endpoints.
 fn resolve_cluster(cluster: &mut ClusterConfig) -> RefreshOutcome {
-    let Some(dns) = cluster.dns.as_mut() else { return RefreshOutcome::Unchanged };
+    let Some(dns) = cluster.dns.as_mut() else { return RefreshOutcome { changed: false, failed: false } };
     let mut failed = false;
     for (target, resolved) in dns.targets.iter().zip(dns.resolved.iter_mut()) {
         match (target.host.as_str(), target.port).to_socket_addrs() {
@@ -90,11 +96,7 @@ fn resolve_cluster(cluster: &mut ClusterConfig) -> RefreshOutcome {
     }
     let changed = endpoints != cluster.endpoints;
     cluster.endpoints = endpoints;
-    match (failed, changed) {
-        (true, _) => RefreshOutcome::Failed,
-        (false, true) => RefreshOutcome::Changed,
-        (false, false) => RefreshOutcome::Unchanged,
-    }
+    RefreshOutcome { changed, failed }
 }
 
 /// Envoy's `dns_lookup_family`: AUTO prefers IPv6 and falls back to IPv4,
@@ -150,7 +152,7 @@ mod tests {
                 family: DnsFamily::V4Only,
             }),
         };
-        assert_eq!(resolve_cluster(&mut cluster), RefreshOutcome::Failed);
+        assert_eq!(resolve_cluster(&mut cluster), RefreshOutcome { changed: true, failed: true });
         let addrs: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.addr).collect();
         assert_eq!(addrs, vec!["127.0.0.1:80".parse().unwrap(), kept]);
     }

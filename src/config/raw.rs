@@ -268,3 +268,141 @@ pub struct ResourceMonitor {
 pub struct DownstreamConnectionsConfig {
     pub max_active_downstream_connections: i64,
 }
+
+// ---- HTTP connection manager (envoy.filters.network.http_connection_manager)
+
+envoy_enum! {
+    pub enum CodecType { Auto = "AUTO", Http1 = "HTTP1", Http2 = "HTTP2", Http3 = "HTTP3" }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec_type: Option<CodecType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_config: Option<RouteConfiguration>,
+    #[serde(default)]
+    pub http_filters: Vec<HttpFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_headers_kb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_http_protocol_options: Option<HttpProtocolOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_remote_address: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_xff_append: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_request_id: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProtocolOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_headers_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFilter {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfiguration {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub route_match: RouteMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_regex: Option<RegexMatcher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexMatcher {
+    pub regex: String,
+    /// Accepted for compatibility (`google_re2: {}`); the engine is Rust's regex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google_re2: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAction {
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite_literal: Option<String>,
+    /// v2 spelling of `host_rewrite_literal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<PbDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    pub status: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<DataSource>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_string: Option<String>,
+}

@@ -72,14 +72,90 @@ pub struct FilterChainConfig {
 #[derive(Debug, Clone)]
 pub enum NetworkFilter {
     TcpProxy(TcpProxyConfig),
+    HttpConnectionManager(HcmConfig),
 }
 
 impl NetworkFilter {
     pub fn name(&self) -> &'static str {
         match self {
             NetworkFilter::TcpProxy(_) => "envoy.filters.network.tcp_proxy",
+            NetworkFilter::HttpConnectionManager(_) => "envoy.filters.network.http_connection_manager",
         }
     }
+}
+
+/// `envoy.filters.network.http_connection_manager` with the router filter.
+#[derive(Debug, Clone)]
+pub struct HcmConfig {
+    pub stat_prefix: String,
+    pub routes: RouteTable,
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    /// From a connection's first byte (or the end of its last request) to a
+    /// complete request head.
+    pub request_headers_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// No bytes either way on a request in flight for this long: 408 or reset.
+    pub stream_idle_timeout: Duration,
+    pub max_requests_per_connection: Option<u32>,
+    pub use_remote_address: bool,
+    pub skip_xff_append: bool,
+    pub generate_request_id: bool,
+    pub server_name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    pub virtual_hosts: Vec<VirtualHostConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualHostConfig {
+    pub name: String,
+    pub domains: Vec<DomainMatch>,
+    pub routes: Vec<RouteEntry>,
+}
+
+/// A `domains` entry: `example.com`, `*.example.com`, `example.*` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainMatch {
+    Exact(String),
+    /// `*.example.com`: stores `.example.com`.
+    Suffix(String),
+    /// `example.*`: stores `example.`.
+    Prefix(String),
+    Any,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    pub path: PathMatch,
+    pub case_sensitive: bool,
+    pub action: RouteActionConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    /// Must match the whole path (query excluded).
+    Regex(regex::Regex),
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteActionConfig {
+    Cluster {
+        cluster: ClusterId,
+        prefix_rewrite: Option<String>,
+        host_rewrite: Option<String>,
+        /// Whole upstream exchange; `None` when disabled (`0s`).
+        timeout: Option<Duration>,
+    },
+    Direct {
+        status: u16,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone)]

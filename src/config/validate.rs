@@ -12,12 +12,20 @@ use serde_json::Value;
 use super::ConfigError;
 use super::raw;
 use super::snapshot::*;
+use super::types::PbDuration;
 
 const TCP_PROXY_NAMES: &[&str] = &["envoy.filters.network.tcp_proxy", "envoy.tcp_proxy"];
 const TCP_PROXY_TYPES: &[&str] = &[
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
     "type.googleapis.com/envoy.config.filter.network.tcp_proxy.v2.TcpProxy",
 ];
+const HCM_NAMES: &[&str] = &["envoy.filters.network.http_connection_manager", "envoy.http_connection_manager"];
+const HCM_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "type.googleapis.com/envoy.config.filter.network.http_connection_manager.v2.HttpConnectionManager",
+];
+const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
+const ROUTER_TYPES: &[&str] = &["type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"];
 const GLOBAL_CX_MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
 const GLOBAL_CX_MONITOR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
@@ -208,15 +216,21 @@ fn validate_network_filter(
     path: &str,
     clusters: &HashMap<&str, ClusterId>,
 ) -> Result<NetworkFilter, ConfigError> {
-    let is_tcp_proxy = match filter_type(f) {
-        Some(t) => TCP_PROXY_TYPES.contains(&t),
-        None => TCP_PROXY_NAMES.contains(&f.name.as_str()),
+    let known = |names: &[&str], types: &[&str]| match filter_type(f) {
+        Some(t) => types.contains(&t),
+        None => names.contains(&f.name.as_str()),
     };
-    if !is_tcp_proxy {
+    if known(HCM_NAMES, HCM_TYPES) {
+        let (settings, settings_path) = filter_settings(f, path, HCM_TYPES)?;
+        return validate_hcm(settings, &settings_path, clusters).map(NetworkFilter::HttpConnectionManager);
+    }
+    if !known(TCP_PROXY_NAMES, TCP_PROXY_TYPES) {
         let what = filter_type(f).map_or_else(|| f.name.clone(), str::to_string);
         return Err(err(
             format!("{path}.name"),
-            format!("network filter `{what}` is not supported; expected envoy.filters.network.tcp_proxy"),
+            format!(
+                "network filter `{what}` is not supported; expected envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager"
+            ),
         ));
     }
     let (settings, settings_path) = filter_settings(f, path, TCP_PROXY_TYPES)?;
@@ -265,6 +279,186 @@ fn validate_network_filter(
         idle_timeout,
         max_connect_attempts,
     }))
+}
+
+/// Envoy's HTTP defaults where the file is silent.
+const DEFAULT_MAX_HEADERS_KB: u32 = 60;
+const DEFAULT_MAX_HEADERS: u32 = 100;
+const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Envoy has no request_headers_timeout by default; ringway bounds every
+/// wait, so a head that never completes is answered 408 after this.
+const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn validate_hcm(settings: Value, path: &str, clusters: &HashMap<&str, ClusterId>) -> Result<HcmConfig, ConfigError> {
+    let hcm: raw::HttpConnectionManager = decode(settings, path)?;
+    if hcm.stat_prefix.is_empty() {
+        return Err(err(format!("{path}.stat_prefix"), "must not be empty"));
+    }
+    match hcm.codec_type.unwrap_or(raw::CodecType::Auto) {
+        raw::CodecType::Auto | raw::CodecType::Http1 => {}
+        other => {
+            return Err(err(
+                format!("{path}.codec_type"),
+                format!("{} is not supported yet; expected AUTO or HTTP1", other.as_str()),
+            ));
+        }
+    }
+    // The router must be the last (and for now the only) HTTP filter.
+    if hcm.http_filters.is_empty() {
+        return Err(err(format!("{path}.http_filters"), "must end with envoy.filters.http.router"));
+    }
+    for (i, f) in hcm.http_filters.iter().enumerate() {
+        let fpath = format!("{path}.http_filters[{i}]");
+        let ty = f.typed_config.as_ref().or(f.config.as_ref()).and_then(|v| v.get("@type")).and_then(Value::as_str);
+        let is_router = match ty {
+            Some(t) => ROUTER_TYPES.contains(&t),
+            None => ROUTER_NAMES.contains(&f.name.as_str()),
+        };
+        if !is_router {
+            return Err(err(
+                format!("{fpath}.name"),
+                format!("HTTP filter `{}` is not supported; expected envoy.filters.http.router", ty.unwrap_or(&f.name)),
+            ));
+        }
+        if i + 1 != hcm.http_filters.len() {
+            return Err(err(fpath, "the router must be the last HTTP filter"));
+        }
+    }
+    let Some(rc) = &hcm.route_config else {
+        return Err(err(
+            format!("{path}.route_config"),
+            "missing: give an inline route_config (RDS is not supported yet)",
+        ));
+    };
+    let routes = validate_routes(rc, &format!("{path}.route_config"), clusters)?;
+    let opts = hcm.common_http_protocol_options.as_ref();
+    let kb = hcm.max_request_headers_kb.unwrap_or(DEFAULT_MAX_HEADERS_KB);
+    if kb == 0 || kb > 8192 {
+        return Err(err(format!("{path}.max_request_headers_kb"), "must be in 1..=8192"));
+    }
+    let max_headers = opts.and_then(|o| o.max_headers_count).unwrap_or(DEFAULT_MAX_HEADERS);
+    if max_headers == 0 {
+        return Err(err(format!("{path}.common_http_protocol_options.max_headers_count"), "must be at least 1"));
+    }
+    // `0s` disables a timeout in Envoy; ringway keeps a bound on every wait,
+    // so disabled means a day.
+    let or_day = |d: Option<PbDuration>, default: Duration| match d {
+        Some(d) if d.0.is_zero() => Duration::from_secs(86_400),
+        Some(d) => d.0,
+        None => default,
+    };
+    Ok(HcmConfig {
+        stat_prefix: hcm.stat_prefix.clone(),
+        routes,
+        max_head_bytes: kb as usize * 1024,
+        max_headers: max_headers as usize,
+        request_headers_timeout: or_day(hcm.request_headers_timeout, DEFAULT_REQUEST_HEADERS_TIMEOUT),
+        idle_timeout: or_day(opts.and_then(|o| o.idle_timeout), DEFAULT_HTTP_IDLE_TIMEOUT),
+        stream_idle_timeout: or_day(hcm.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT),
+        max_requests_per_connection: opts.and_then(|o| o.max_requests_per_connection).filter(|&n| n > 0),
+        use_remote_address: hcm.use_remote_address.unwrap_or(false),
+        skip_xff_append: hcm.skip_xff_append.unwrap_or(false),
+        generate_request_id: hcm.generate_request_id.unwrap_or(true),
+        server_name: hcm.server_name.clone().unwrap_or_else(|| "ringway".to_string()),
+    })
+}
+
+fn validate_routes(
+    rc: &raw::RouteConfiguration,
+    path: &str,
+    clusters: &HashMap<&str, ClusterId>,
+) -> Result<RouteTable, ConfigError> {
+    let mut virtual_hosts = Vec::new();
+    let mut seen_domains: HashMap<String, usize> = HashMap::new();
+    for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
+        let vpath = format!("{path}.virtual_hosts[{vi}]");
+        if vh.domains.is_empty() {
+            return Err(err(format!("{vpath}.domains"), "must list at least one domain"));
+        }
+        let mut domains = Vec::new();
+        for (di, d) in vh.domains.iter().enumerate() {
+            let dpath = format!("{vpath}.domains[{di}]");
+            let lower = d.to_ascii_lowercase();
+            if let Some(first) = seen_domains.insert(lower.clone(), vi) {
+                return Err(err(dpath, format!("domain `{d}` is also in virtual_hosts[{first}]")));
+            }
+            domains.push(match lower.as_str() {
+                "" => return Err(err(dpath, "must not be empty")),
+                "*" => DomainMatch::Any,
+                _ if lower.starts_with('*') && lower.len() > 1 && !lower[1..].contains('*') => {
+                    DomainMatch::Suffix(lower[1..].to_string())
+                }
+                _ if lower.ends_with('*') && !lower[..lower.len() - 1].contains('*') => {
+                    DomainMatch::Prefix(lower[..lower.len() - 1].to_string())
+                }
+                _ if lower.contains('*') => {
+                    return Err(err(dpath, "a wildcard may only be the first or last character"));
+                }
+                _ => DomainMatch::Exact(lower),
+            });
+        }
+        let mut routes = Vec::new();
+        for (ri, r) in vh.routes.iter().enumerate() {
+            let rpath = format!("{vpath}.routes[{ri}]");
+            let m = &r.route_match;
+            let mpath = format!("{rpath}.match");
+            let path_match = match (&m.prefix, &m.path, &m.safe_regex) {
+                (Some(p), None, None) => PathMatch::Prefix(p.clone()),
+                (None, Some(p), None) => PathMatch::Exact(p.clone()),
+                (None, None, Some(re)) => {
+                    let anchored = format!("^(?:{})$", re.regex);
+                    let compiled = regex::RegexBuilder::new(&anchored)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| err(format!("{mpath}.safe_regex.regex"), format!("invalid regex: {e}")))?;
+                    PathMatch::Regex(compiled)
+                }
+                (None, None, None) => return Err(err(mpath, "give one of prefix, path or safe_regex")),
+                _ => return Err(err(mpath, "give only one of prefix, path or safe_regex")),
+            };
+            let action = match (&r.route, &r.direct_response) {
+                (Some(a), None) => {
+                    let apath = format!("{rpath}.route");
+                    let cluster = cluster_ref(clusters, &a.cluster, &format!("{apath}.cluster"))?;
+                    if a.host_rewrite.is_some() && a.host_rewrite_literal.is_some() {
+                        return Err(err(
+                            format!("{apath}.host_rewrite"),
+                            "give host_rewrite_literal or host_rewrite, not both",
+                        ));
+                    }
+                    let timeout = match a.timeout {
+                        None => Some(DEFAULT_ROUTE_TIMEOUT),
+                        Some(d) if d.0.is_zero() => None,
+                        Some(d) => Some(d.0),
+                    };
+                    RouteActionConfig::Cluster {
+                        cluster,
+                        prefix_rewrite: a.prefix_rewrite.clone(),
+                        host_rewrite: a.host_rewrite_literal.clone().or_else(|| a.host_rewrite.clone()),
+                        timeout,
+                    }
+                }
+                (None, Some(d)) => {
+                    let status = u16::try_from(d.status)
+                        .ok()
+                        .filter(|s| (200..600).contains(s))
+                        .ok_or_else(|| err(format!("{rpath}.direct_response.status"), "must be in 200..=599"))?;
+                    let body = d.body.as_ref().and_then(|b| b.inline_string.clone()).unwrap_or_default();
+                    if body.len() > 4096 {
+                        return Err(err(format!("{rpath}.direct_response.body"), "is larger than 4096 bytes"));
+                    }
+                    RouteActionConfig::Direct { status, body }
+                }
+                (None, None) => return Err(err(rpath, "give route or direct_response")),
+                (Some(_), Some(_)) => return Err(err(rpath, "give only one of route or direct_response")),
+            };
+            routes.push(RouteEntry { path: path_match, case_sensitive: m.case_sensitive.unwrap_or(true), action });
+        }
+        virtual_hosts.push(VirtualHostConfig { name: vh.name.clone(), domains, routes });
+    }
+    Ok(RouteTable { virtual_hosts })
 }
 
 fn cluster_ref(clusters: &HashMap<&str, ClusterId>, name: &str, path: &str) -> Result<ClusterId, ConfigError> {

@@ -13,6 +13,7 @@ use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{ListenerConfig, NetworkFilter, Snapshot};
+use crate::http::conn_manager::HttpConnectionManager;
 use crate::runtime::worker::Worker;
 use crate::stats::{Counter, Gauge, Shard, StatKey};
 use crate::tcp_proxy::TcpProxy;
@@ -104,12 +105,14 @@ pub struct ListenerRt {
 
 pub enum Terminal {
     TcpProxy(TcpProxy),
+    Http(HttpConnectionManager),
 }
 
 impl ListenerRt {
     pub fn new(config: &ListenerConfig, shard: &Shard, worker: usize, seed: u64) -> Self {
         let terminal = match &config.filter_chain.terminal {
             NetworkFilter::TcpProxy(tp) => Terminal::TcpProxy(TcpProxy::new(tp, shard, seed)),
+            NetworkFilter::HttpConnectionManager(hcm) => Terminal::Http(HttpConnectionManager::new(hcm, shard, seed)),
         };
         ListenerRt { config: config.clone(), stats: ListenerStats::new(shard, &config.stat_name, worker), terminal }
     }
@@ -138,7 +141,7 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
             _ = stop.recv() => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
                 let tables = worker.tables();
                 let Some(l) = tables.listeners.get(index) else { continue };
@@ -156,6 +159,7 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
                         Terminal::TcpProxy(tp) => {
                             tp.serve(stream, &tables.clusters, worker.relay, l.config.buffer_limit).await;
                         }
+                        Terminal::Http(hcm) => hcm.serve(stream, peer, &tables.clusters).await,
                     }
                 });
             }

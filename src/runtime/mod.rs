@@ -175,10 +175,10 @@ impl Server {
         drop(ready_tx);
         let mut driver = "";
         for _ in 0..concurrency {
-            match ready_rx.recv() {
+            match ready_rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(Ok(d)) => driver = d,
                 Ok(Err(e)) => return Err(io::Error::other(e)),
-                Err(_) => return Err(io::Error::other("a worker exited during startup")),
+                Err(_) => return Err(io::Error::other("a worker did not start")),
             }
         }
         shared.stats.server().gauge(StatKey::plain("server.concurrency")).set(concurrency as i64);
@@ -288,10 +288,23 @@ fn worker_thread(
             match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().with_entries(entries).enable_timer().build() {
                 Ok(FusionRuntime::Uring(mut rt)) => rt.block_on(main("io_uring")),
                 Ok(FusionRuntime::Legacy(mut rt)) => {
-                    tracing::warn!(worker = index, "io_uring unavailable; using the epoll driver");
+                    tracing::warn!(
+                        worker = index,
+                        "io_uring unavailable or MONOIO_FORCE_LEGACY_DRIVER set; using epoll"
+                    );
                     rt.block_on(main("epoll"))
                 }
-                Err(e) => tracing::error!(worker = index, "cannot build runtime: {e}"),
+                // io_uring is there but the ring could not be made (memlock on
+                // older kernels, say): epoll still works.
+                Err(e) => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+                    Ok(mut rt) => {
+                        tracing::warn!(worker = index, "cannot set up io_uring ({e}); using epoll");
+                        rt.block_on(main("epoll"))
+                    }
+                    Err(e2) => {
+                        let _ = ready.send(Err(format!("worker {index}: no io driver: io_uring: {e}; epoll: {e2}")));
+                    }
+                },
             }
         }
         DriverChoice::Legacy => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
@@ -393,19 +406,18 @@ fn config_thread(
 
 /// Envoy's `cluster.<name>.update_*` counters for DNS refreshes.
 fn count_dns_outcomes(stats: &Store, outcomes: &[(String, config::dns::RefreshOutcome)]) {
-    use config::dns::RefreshOutcome;
     for (cluster, outcome) in outcomes {
         let c = |stat: &str| stats.server().counter(StatKey::cluster(cluster, stat));
         let (attempt, success, no_rebuild, failure) =
             (c("update_attempt"), c("update_success"), c("update_no_rebuild"), c("update_failure"));
         attempt.inc();
-        match outcome {
-            RefreshOutcome::Changed => success.inc(),
-            RefreshOutcome::Unchanged => {
-                success.inc();
+        if outcome.failed {
+            failure.inc();
+        } else {
+            success.inc();
+            if !outcome.changed {
                 no_rebuild.inc();
             }
-            RefreshOutcome::Failed => failure.inc(),
         }
     }
 }
@@ -429,7 +441,6 @@ fn reload(current: &Snapshot, text: Option<String>, path: Option<&std::path::Pat
         (None, None) => return Err(ConfigError::new("", "no config file to reload")),
     };
     let mut next = config::check_str(&text, current.version + 1)?;
-    config::dns::resolve_all(&mut next, Some(current));
     if !listener::same_listeners(current, &next) {
         return Err(ConfigError::new(
             "static_resources.listeners",
@@ -439,5 +450,7 @@ fn reload(current: &Snapshot, text: Option<String>, path: Option<&std::path::Pat
     if current.admin.as_ref().map(|a| a.addr) != next.admin.as_ref().map(|a| a.addr) {
         return Err(ConfigError::new("admin.address", "changing the admin address needs a restart"));
     }
+    // Names are looked up only for a config that will be taken.
+    config::dns::resolve_all(&mut next, Some(current));
     Ok(next)
 }

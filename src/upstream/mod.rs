@@ -5,8 +5,12 @@
 pub mod connector;
 pub mod lb;
 
+use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+
+use monoio::net::TcpStream;
 use std::time::Duration;
 
 use crate::config::{ClusterId, Snapshot};
@@ -31,7 +35,12 @@ impl ClusterManager {
                 let hosts: Vec<Host> = c
                     .endpoints
                     .iter()
-                    .map(|e| Host { addr: e.addr, weight: e.weight, stats: HostStats::new(shard, &c.name, e.addr) })
+                    .map(|e| Host {
+                        addr: e.addr,
+                        weight: e.weight,
+                        stats: HostStats::new(shard, &c.name, e.addr),
+                        idle: RefCell::new(Vec::new()),
+                    })
                     .collect();
                 let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
                 Rc::new(Cluster {
@@ -72,6 +81,43 @@ pub struct Host {
     pub addr: SocketAddr,
     pub weight: u32,
     pub stats: HostStats,
+    /// This core's idle keep-alive connections to the host (HTTP/1.1).
+    idle: RefCell<Vec<TcpStream>>,
+}
+
+/// Idle connections kept per host per core; more are closed.
+const MAX_IDLE_PER_HOST: usize = 64;
+
+impl Host {
+    /// An idle pooled connection that the peer has not closed meanwhile.
+    pub fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some(conn) = idle.pop() {
+            if still_open(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection that finished its exchange cleanly to the pool.
+    pub fn release(&self, conn: TcpStream) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < MAX_IDLE_PER_HOST {
+            idle.push(conn);
+        }
+    }
+}
+
+/// An idle HTTP/1.1 connection is usable only if nothing is waiting on it: no
+/// EOF (the upstream closed it) and no unsolicited bytes.
+fn still_open(conn: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: recv into one byte we own; MSG_PEEK leaves the stream as it is.
+    let n =
+        unsafe { libc::recv(conn.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 /// Envoy's `cluster.<name>.*` stats that the L4 path writes.
@@ -85,6 +131,11 @@ pub struct ClusterStats {
     pub upstream_cx_destroy: Counter,
     pub upstream_cx_tx_bytes_total: Counter,
     pub upstream_cx_rx_bytes_total: Counter,
+    pub upstream_cx_http1_total: Counter,
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_xx: [Counter; 5],
+    pub upstream_rq_timeout: Counter,
+    pub upstream_rq_rx_reset: Counter,
 }
 
 impl ClusterStats {
@@ -101,6 +152,24 @@ impl ClusterStats {
             upstream_cx_destroy: c("upstream_cx_destroy"),
             upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
+            upstream_cx_http1_total: c("upstream_cx_http1_total"),
+            upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_xx: [
+                c("upstream_rq_1xx"),
+                c("upstream_rq_2xx"),
+                c("upstream_rq_3xx"),
+                c("upstream_rq_4xx"),
+                c("upstream_rq_5xx"),
+            ],
+            upstream_rq_timeout: c("upstream_rq_timeout"),
+            upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
+        }
+    }
+
+    /// `upstream_rq_<class>xx` for a response status.
+    pub fn count_status(&self, status: u16) {
+        if let Some(c) = self.upstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
+            c.inc();
         }
     }
 }

@@ -1,0 +1,914 @@
+//! The HTTP/1.1 connection manager: reads requests off one downstream
+//! connection, routes each, and answers it with a direct response or by
+//! proxying it to an upstream host over a per-core keep-alive connection.
+//! Requests on a connection are served one after another (pipelined ones
+//! wait their turn), so responses go out in order.
+//!
+//! listener → filter chain → **connection manager** → router → cluster → lb → pool → upstream
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::h1::{self, BodyFraming, Chunk, ChunkedDecoder, HeadError, Limits, RequestHead};
+use super::router;
+use crate::config::{HcmConfig, RouteActionConfig};
+use crate::stats::{Counter, Gauge, Shard, StatKey};
+use crate::upstream::lb::Rng;
+use crate::upstream::{Cluster, ClusterManager, Host, connect};
+
+/// Bytes read from a socket per call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Response heads from upstream may be at most this large.
+const MAX_RESPONSE_HEAD: usize = 96 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// Envoy's `http.<stat_prefix>.*` stats.
+pub struct HttpStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_cx_http1_total: Counter,
+    pub downstream_cx_protocol_error: Counter,
+    pub downstream_rq_total: Counter,
+    pub downstream_rq_active: Gauge,
+    pub downstream_rq_xx: [Counter; 5],
+    pub downstream_rq_timeout: Counter,
+    pub downstream_rq_header_timeout: Counter,
+    pub downstream_rq_too_large: Counter,
+    pub rq_direct_response: Counter,
+    pub no_route: Counter,
+}
+
+impl HttpStats {
+    fn new(shard: &Shard, prefix: &str) -> Self {
+        let key = |stat: &str| StatKey {
+            name: format!("http.{prefix}.{stat}"),
+            prom_name: format!("envoy_http_{stat}"),
+            labels: vec![("envoy_http_conn_manager_prefix", prefix.to_string())],
+        };
+        let c = |stat: &str| shard.counter(key(stat));
+        HttpStats {
+            downstream_cx_total: c("downstream_cx_total"),
+            downstream_cx_active: shard.gauge(key("downstream_cx_active")),
+            downstream_cx_http1_total: c("downstream_cx_http1_total"),
+            downstream_cx_protocol_error: c("downstream_cx_protocol_error"),
+            downstream_rq_total: c("downstream_rq_total"),
+            downstream_rq_active: shard.gauge(key("downstream_rq_active")),
+            downstream_rq_xx: [
+                c("downstream_rq_1xx"),
+                c("downstream_rq_2xx"),
+                c("downstream_rq_3xx"),
+                c("downstream_rq_4xx"),
+                c("downstream_rq_5xx"),
+            ],
+            downstream_rq_timeout: c("downstream_rq_timeout"),
+            downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
+            downstream_rq_too_large: c("downstream_rq_too_large"),
+            rq_direct_response: c("rq_direct_response"),
+            no_route: c("no_route"),
+        }
+    }
+
+    fn count_status(&self, status: u16) {
+        if let Some(c) = self.downstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
+            c.inc();
+        }
+    }
+}
+
+/// One core's instance of an HTTP connection manager from the snapshot.
+pub struct HttpConnectionManager {
+    config: HcmConfig,
+    stats: HttpStats,
+    rng: Rng,
+}
+
+/// How a request ended, for the status counters and keep-alive.
+struct Outcome {
+    status: u16,
+    /// The downstream connection can carry another request.
+    reusable: bool,
+}
+
+impl Outcome {
+    fn closing(status: u16) -> Self {
+        Outcome { status, reusable: false }
+    }
+}
+
+/// Why an upstream exchange failed before a response started downstream.
+#[derive(Debug)]
+enum UpstreamFailure {
+    NoHost,
+    Connect,
+    /// Reset or closed before a complete response head.
+    Reset,
+    Timeout,
+    Malformed,
+}
+
+impl UpstreamFailure {
+    /// Envoy's answer for each.
+    fn reply(&self) -> (u16, &'static str) {
+        match self {
+            UpstreamFailure::NoHost => (503, "no healthy upstream"),
+            UpstreamFailure::Connect => {
+                (503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+            }
+            UpstreamFailure::Reset => {
+                (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+            }
+            UpstreamFailure::Timeout => (504, "upstream request timeout"),
+            UpstreamFailure::Malformed => (502, "upstream sent a malformed response"),
+        }
+    }
+}
+
+/// A read or write that did not finish in time, or failed.
+#[derive(Debug)]
+enum IoFail {
+    Timeout,
+    Io(io::Error),
+}
+
+async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>, limit: Duration) -> (Result<usize, IoFail>, Vec<u8>) {
+    buf.reserve(READ_CHUNK);
+    let len = buf.len();
+    match monoio::time::timeout(limit, s.read(buf.slice_mut(len..))).await {
+        Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
+        Ok((Err(e), slice)) => (Err(IoFail::Io(e)), slice.into_inner()),
+        // The read was cancelled with its buffer; start a fresh one.
+        Err(_) => (Err(IoFail::Timeout), Vec::new()),
+    }
+}
+
+async fn write_all<B: IoBuf + 'static>(s: &mut TcpStream, data: B, limit: Duration) -> (Result<(), IoFail>, Option<B>) {
+    match monoio::time::timeout(limit, s.write_all(data)).await {
+        Ok((Ok(_), b)) => (Ok(()), Some(b)),
+        Ok((Err(e), b)) => (Err(IoFail::Io(e)), Some(b)),
+        Err(_) => (Err(IoFail::Timeout), None),
+    }
+}
+
+/// Writes `buf[range]` and hands `buf` back (or an empty one if the write
+/// was cancelled by its timeout).
+async fn write_range(
+    s: &mut TcpStream,
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    limit: Duration,
+) -> (Result<(), IoFail>, Vec<u8>) {
+    if range.is_empty() {
+        return (Ok(()), buf);
+    }
+    let (r, back) = write_all(s, buf.slice(range), limit).await;
+    (r, back.map(|b| b.into_inner()).unwrap_or_default())
+}
+
+impl HttpConnectionManager {
+    pub fn new(config: &HcmConfig, shard: &Shard, seed: u64) -> Self {
+        HttpConnectionManager {
+            config: config.clone(),
+            stats: HttpStats::new(shard, &config.stat_prefix),
+            rng: Rng::new(seed),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { max_head_bytes: self.config.max_head_bytes, max_headers: self.config.max_headers, ..Limits::default() }
+    }
+
+    /// Serves one downstream connection until it closes, errs or idles out.
+    pub async fn serve(&self, mut down: TcpStream, peer: SocketAddr, clusters: &ClusterManager) {
+        let stats = &self.stats;
+        stats.downstream_cx_total.inc();
+        stats.downstream_cx_http1_total.inc();
+        stats.downstream_cx_active.inc();
+        let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+        let mut served: u32 = 0;
+        loop {
+            let (head, head_len) = match self.read_head(&mut down, &mut buf).await {
+                HeadRead::Head(h, n) => (h, n),
+                HeadRead::Closed => break,
+                HeadRead::Refused(e) => {
+                    stats.downstream_cx_protocol_error.inc();
+                    stats.downstream_rq_total.inc();
+                    stats.count_status(e.status());
+                    let _ = self.local_reply(&mut down, e.status(), &e.to_string(), false).await;
+                    break;
+                }
+                HeadRead::TimedOut => {
+                    stats.downstream_rq_header_timeout.inc();
+                    stats.downstream_rq_total.inc();
+                    stats.count_status(408);
+                    let _ = self.local_reply(&mut down, 408, "request header timeout", false).await;
+                    break;
+                }
+            };
+            buf.drain(..head_len);
+            served += 1;
+            stats.downstream_rq_total.inc();
+            stats.downstream_rq_active.inc();
+            let last = self.config.max_requests_per_connection.is_some_and(|max| served >= max);
+            let outcome = self.handle(&mut down, &mut buf, head, peer, clusters, last).await;
+            stats.downstream_rq_active.dec();
+            stats.count_status(outcome.status);
+            if !outcome.reusable || last {
+                break;
+            }
+        }
+        stats.downstream_cx_active.dec();
+    }
+
+    async fn read_head(&self, down: &mut TcpStream, buf: &mut Vec<u8>) -> HeadRead {
+        let limits = self.limits();
+        // Waiting for a request to start is idle time; once bytes arrive, the
+        // head must complete within request_headers_timeout.
+        let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + self.config.request_headers_timeout);
+        loop {
+            match h1::parse_request_head(buf, &limits) {
+                Ok(Some((head, n))) => return HeadRead::Head(head, n),
+                Ok(None) => {}
+                Err(e) => return HeadRead::Refused(e),
+            }
+            let wait = match head_deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => self.config.idle_timeout,
+            };
+            let (r, b) = read_more(down, std::mem::take(buf), wait).await;
+            *buf = b;
+            match r {
+                Ok(0) if buf.is_empty() => return HeadRead::Closed,
+                Ok(0) => return HeadRead::Refused(HeadError::BadRequest("connection closed mid-request")),
+                Ok(_) => {
+                    head_deadline.get_or_insert_with(|| Instant::now() + self.config.request_headers_timeout);
+                }
+                Err(IoFail::Timeout) if head_deadline.is_some() => return HeadRead::TimedOut,
+                Err(_) => return HeadRead::Closed,
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        down: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        head: RequestHead,
+        peer: SocketAddr,
+        clusters: &ClusterManager,
+        last: bool,
+    ) -> Outcome {
+        let has_body = head.body != BodyFraming::None;
+        let keep_alive = head.keep_alive && !last;
+        let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+        let path = head.target.split('?').next().unwrap_or("");
+        let Some(entry) = router::route(&self.config.routes, host, path) else {
+            self.stats.no_route.inc();
+            // An unread body would be taken for the next request: close instead.
+            let reusable = keep_alive && !has_body;
+            let ok = self.local_reply(down, 404, "", reusable).await;
+            return Outcome { status: 404, reusable: reusable && ok };
+        };
+        match &entry.action {
+            RouteActionConfig::Direct { status, body } => {
+                self.stats.rq_direct_response.inc();
+                let reusable = keep_alive && !has_body;
+                let ok = self.local_reply_head_aware(down, *status, body, reusable, &head.method).await;
+                Outcome { status: *status, reusable: reusable && ok }
+            }
+            RouteActionConfig::Cluster { cluster, prefix_rewrite, host_rewrite, timeout } => {
+                let cluster = clusters.get(*cluster);
+                let rewrite =
+                    Rewrite { prefix: prefix_rewrite.as_deref(), host: host_rewrite.as_deref(), matched: &entry.path };
+                let deadline = timeout.map(|t| Instant::now() + t);
+                self.proxy(down, buf, &head, peer, cluster, rewrite, deadline, keep_alive).await
+            }
+        }
+    }
+
+    /// A response ringway writes itself (direct responses, errors).
+    async fn local_reply(&self, down: &mut TcpStream, status: u16, body: &str, keep_alive: bool) -> bool {
+        self.local_reply_head_aware(down, status, body, keep_alive, "GET").await
+    }
+
+    async fn local_reply_head_aware(
+        &self,
+        down: &mut TcpStream,
+        status: u16,
+        body: &str,
+        keep_alive: bool,
+        method: &str,
+    ) -> bool {
+        let mut out = Vec::with_capacity(256 + body.len());
+        out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        if !body.is_empty() {
+            out.extend_from_slice(b"content-type: text/plain\r\n");
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        out.extend_from_slice(format!("server: {}\r\n", self.config.server_name).as_bytes());
+        if !keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
+        write_all(down, out, self.config.stream_idle_timeout).await.0.is_ok()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn proxy(
+        &self,
+        down: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        head: &RequestHead,
+        peer: SocketAddr,
+        cluster: &Cluster,
+        rewrite: Rewrite<'_>,
+        deadline: Option<Instant>,
+        keep_alive: bool,
+    ) -> Outcome {
+        let started = Instant::now();
+        let cs = &cluster.stats;
+        cs.upstream_rq_total.inc();
+        let idle = self.config.stream_idle_timeout;
+        // Every wait is bounded by the route timeout and the stream idle timeout.
+        let wait = || match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(idle),
+            None => idle,
+        };
+        let timed_out = || deadline.is_some_and(|d| Instant::now() >= d);
+
+        let (mut up, host) = match self.upstream_connection(cluster).await {
+            Ok(c) => c,
+            Err(f) => return self.fail(down, cluster, f, keep_alive && head.body == BodyFraming::None).await,
+        };
+        if head.expect_continue {
+            let (r, _) = write_all(down, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), wait()).await;
+            if r.is_err() {
+                return Outcome::closing(0);
+            }
+        }
+
+        // Request head, then the body as framed, streamed.
+        let request_head = self.upstream_request_head(head, peer, &rewrite);
+        let (r, _) = write_all(&mut up, request_head, wait()).await;
+        if r.is_err() {
+            return self.fail(down, cluster, UpstreamFailure::Reset, false).await;
+        }
+        match self.forward_request_body(down, &mut up, buf, head.body, wait).await {
+            Ok(()) => {}
+            Err(BodyError::Downstream(status)) => {
+                self.stats.downstream_cx_protocol_error.inc();
+                if status != 0 {
+                    let _ = self.local_reply(down, status, "bad request body", false).await;
+                }
+                return Outcome::closing(status);
+            }
+            Err(BodyError::Upstream) => return self.fail(down, cluster, UpstreamFailure::Reset, false).await,
+        }
+
+        // Response head (skipping 1xx interim responses).
+        let mut ubuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let response = loop {
+            match parse_response_head(&ubuf) {
+                Ok(Some(r)) if (100..200).contains(&r.status) => {
+                    ubuf.drain(..r.head_len);
+                    continue;
+                }
+                Ok(Some(r)) => break r,
+                Ok(None) if ubuf.len() > MAX_RESPONSE_HEAD => {
+                    return self.fail(down, cluster, UpstreamFailure::Malformed, false).await;
+                }
+                Ok(None) => {}
+                Err(()) => return self.fail(down, cluster, UpstreamFailure::Malformed, false).await,
+            }
+            let (r, b) = read_more(&mut up, ubuf, wait()).await;
+            ubuf = b;
+            match r {
+                Ok(0) => return self.fail(down, cluster, UpstreamFailure::Reset, false).await,
+                Ok(_) => {}
+                Err(IoFail::Timeout) => {
+                    let failure = if timed_out() { UpstreamFailure::Timeout } else { UpstreamFailure::Reset };
+                    if timed_out() {
+                        cs.upstream_rq_timeout.inc();
+                        self.stats.downstream_rq_timeout.inc();
+                    }
+                    return self.fail(down, cluster, failure, false).await;
+                }
+                Err(IoFail::Io(_)) => return self.fail(down, cluster, UpstreamFailure::Reset, false).await,
+            }
+        };
+        cs.count_status(response.status);
+
+        let no_body = head.method == "HEAD" || response.status == 204 || response.status == 304;
+        let framing = if no_body { ResponseFraming::None } else { response.framing };
+        let downstream_keeps = keep_alive && framing != ResponseFraming::UntilClose;
+        let service_ms = started.elapsed().as_millis();
+        let out_head =
+            self.downstream_response_head(&response, &ubuf[..response.head_len], downstream_keeps, service_ms);
+        ubuf.drain(..response.head_len);
+        let (r, _) = write_all(down, out_head, idle).await;
+        if r.is_err() {
+            return Outcome::closing(response.status);
+        }
+
+        // Response body, streamed as framed.
+        let body_ok = self.forward_response_body(&mut up, down, ubuf, framing, wait).await;
+        match body_ok {
+            Ok(leftover_empty) => {
+                if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty {
+                    host.release(up);
+                }
+                Outcome { status: response.status, reusable: downstream_keeps }
+            }
+            Err(e) => {
+                if timed_out() {
+                    cs.upstream_rq_timeout.inc();
+                }
+                if let IoFail::Io(e) = e {
+                    tracing::debug!(cluster = %cluster.name, "response body cut short: {e}");
+                }
+                Outcome::closing(response.status)
+            }
+        }
+    }
+
+    /// A pooled connection that is still open, or a new one.
+    async fn upstream_connection<'c>(&self, cluster: &'c Cluster) -> Result<(TcpStream, &'c Host), UpstreamFailure> {
+        let cs = &cluster.stats;
+        let Some(host) = cluster.pick() else {
+            cs.upstream_cx_none_healthy.inc();
+            return Err(UpstreamFailure::NoHost);
+        };
+        if let Some(conn) = host.take_idle() {
+            return Ok((conn, host));
+        }
+        cs.upstream_cx_total.inc();
+        cs.upstream_cx_http1_total.inc();
+        host.stats.cx_total.inc();
+        match connect(host.addr, cluster.connect_timeout).await {
+            Ok(c) => Ok((c, host)),
+            Err(e) => {
+                if e.is_timeout() {
+                    cs.upstream_cx_connect_timeout.inc();
+                }
+                cs.upstream_cx_connect_fail.inc();
+                host.stats.cx_connect_fail.inc();
+                Err(UpstreamFailure::Connect)
+            }
+        }
+    }
+
+    /// Answers a failed upstream exchange the way Envoy does.
+    async fn fail(&self, down: &mut TcpStream, cluster: &Cluster, f: UpstreamFailure, keep_alive: bool) -> Outcome {
+        let (status, body) = f.reply();
+        if matches!(f, UpstreamFailure::Reset | UpstreamFailure::Malformed) {
+            cluster.stats.upstream_rq_rx_reset.inc();
+        }
+        cluster.stats.count_status(status);
+        let ok = self.local_reply(down, status, body, keep_alive).await;
+        Outcome { status, reusable: keep_alive && ok }
+    }
+
+    fn upstream_request_head(&self, head: &RequestHead, peer: SocketAddr, rewrite: &Rewrite<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(head.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(rewrite.path(&head.target).as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let hop = hop_by_hop(&head.headers);
+        let mut has_xfp = false;
+        let mut has_request_id = false;
+        let mut xff: Option<&[u8]> = None;
+        for (name, value) in &head.headers {
+            let lower = name.to_ascii_lowercase();
+            if hop.contains(&lower) || lower == "expect" {
+                continue;
+            }
+            match lower.as_str() {
+                "host" if rewrite.host.is_some() => continue,
+                "x-forwarded-for" => {
+                    xff = Some(value);
+                    continue;
+                }
+                "x-forwarded-proto" => has_xfp = true,
+                "x-request-id" => has_request_id = true,
+                _ => {}
+            }
+            push_header(&mut out, name.as_bytes(), value);
+        }
+        if let Some(h) = rewrite.host {
+            push_header(&mut out, b"host", h.as_bytes());
+        } else if head.minor_version == 0 && head.header("host").is_none() {
+            push_header(&mut out, b"host", b"");
+        }
+        // Envoy appends the peer to x-forwarded-for only with use_remote_address.
+        let append = self.config.use_remote_address && !self.config.skip_xff_append;
+        match (xff, append) {
+            (Some(v), true) => {
+                let mut joined = v.to_vec();
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(peer.ip().to_string().as_bytes());
+                push_header(&mut out, b"x-forwarded-for", &joined);
+            }
+            (Some(v), false) => push_header(&mut out, b"x-forwarded-for", v),
+            (None, true) => push_header(&mut out, b"x-forwarded-for", peer.ip().to_string().as_bytes()),
+            (None, false) => {}
+        }
+        if !has_xfp || self.config.use_remote_address {
+            push_header(&mut out, b"x-forwarded-proto", b"http");
+        }
+        if !has_request_id && self.config.generate_request_id {
+            push_header(&mut out, b"x-request-id", uuid4(&self.rng).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    fn downstream_response_head(&self, r: &ResponseHead, raw: &[u8], keep_alive: bool, service_ms: u128) -> Vec<u8> {
+        let mut out = Vec::with_capacity(raw.len() + 128);
+        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, r.reason).as_bytes());
+        let hop = hop_by_hop(&r.headers);
+        for (name, value) in &r.headers {
+            let lower = name.to_ascii_lowercase();
+            if hop.contains(&lower) || lower == "server" {
+                continue;
+            }
+            push_header(&mut out, name.as_bytes(), value);
+        }
+        if r.framing == ResponseFraming::Chunked {
+            push_header(&mut out, b"transfer-encoding", b"chunked");
+        }
+        push_header(&mut out, b"server", self.config.server_name.as_bytes());
+        push_header(&mut out, b"x-envoy-upstream-service-time", service_ms.to_string().as_bytes());
+        if !keep_alive {
+            push_header(&mut out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// Streams the request body from `down` (starting with what is already in
+    /// `buf`) to `up`. On return, `buf` holds only bytes after the body.
+    async fn forward_request_body(
+        &self,
+        down: &mut TcpStream,
+        up: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        framing: BodyFraming,
+        wait: impl Fn() -> Duration,
+    ) -> Result<(), BodyError> {
+        match framing {
+            BodyFraming::None => Ok(()),
+            BodyFraming::ContentLength(mut left) => loop {
+                let n = (buf.len() as u64).min(left) as usize;
+                let (r, b) = write_range(up, std::mem::take(buf), 0..n, wait()).await;
+                *buf = b;
+                r.map_err(|_| BodyError::Upstream)?;
+                buf.drain(..n.min(buf.len()));
+                left -= n as u64;
+                if left == 0 {
+                    return Ok(());
+                }
+                let (r, b) = read_more(down, std::mem::take(buf), wait()).await;
+                *buf = b;
+                match r {
+                    Ok(0) | Err(_) => return Err(BodyError::Downstream(0)),
+                    Ok(_) => {}
+                }
+            },
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new();
+                loop {
+                    // Find how much of `buf` belongs to the body; forward it raw.
+                    let mut used = 0;
+                    let mut done = false;
+                    while used < buf.len() {
+                        let (chunk, n) = decoder.decode(&buf[used..]).map_err(|e| BodyError::Downstream(e.status()))?;
+                        used += n;
+                        match chunk {
+                            Chunk::End { .. } => {
+                                done = true;
+                                break;
+                            }
+                            Chunk::NeedMore => break,
+                            Chunk::Data { .. } => {}
+                        }
+                    }
+                    let (r, b) = write_range(up, std::mem::take(buf), 0..used, wait()).await;
+                    *buf = b;
+                    r.map_err(|_| BodyError::Upstream)?;
+                    buf.drain(..used.min(buf.len()));
+                    if done {
+                        return Ok(());
+                    }
+                    let (r, b) = read_more(down, std::mem::take(buf), wait()).await;
+                    *buf = b;
+                    match r {
+                        Ok(0) | Err(_) => return Err(BodyError::Downstream(0)),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Streams the response body from `up` to `down`; `Ok(true)` when the
+    /// upstream sent nothing past the body (so its connection can be reused).
+    async fn forward_response_body(
+        &self,
+        up: &mut TcpStream,
+        down: &mut TcpStream,
+        mut ubuf: Vec<u8>,
+        framing: ResponseFraming,
+        wait: impl Fn() -> Duration,
+    ) -> Result<bool, IoFail> {
+        let mut decoder = ChunkedDecoder::new();
+        let mut left = match framing {
+            ResponseFraming::None => return Ok(ubuf.is_empty()),
+            ResponseFraming::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            let (take, done) = match framing {
+                ResponseFraming::Length(_) => {
+                    let n = (ubuf.len() as u64).min(left) as usize;
+                    left -= n as u64;
+                    (n, left == 0)
+                }
+                ResponseFraming::Chunked => {
+                    let mut used = 0;
+                    let mut done = false;
+                    while used < ubuf.len() {
+                        let (chunk, n) =
+                            decoder.decode(&ubuf[used..]).map_err(|_| IoFail::Io(io::ErrorKind::InvalidData.into()))?;
+                        used += n;
+                        match chunk {
+                            Chunk::End { .. } => {
+                                done = true;
+                                break;
+                            }
+                            Chunk::NeedMore => break,
+                            Chunk::Data { .. } => {}
+                        }
+                    }
+                    (used, done)
+                }
+                _ => (ubuf.len(), false),
+            };
+            let (r, b) = write_range(down, ubuf, 0..take, self.config.stream_idle_timeout).await;
+            ubuf = b;
+            r?;
+            ubuf.drain(..take.min(ubuf.len()));
+            if done {
+                return Ok(ubuf.is_empty());
+            }
+            let (r, b) = read_more(up, ubuf, wait()).await;
+            ubuf = b;
+            match r? {
+                0 if framing == ResponseFraming::UntilClose => return Ok(false),
+                0 => return Err(IoFail::Io(io::ErrorKind::UnexpectedEof.into())),
+                _ => {}
+            }
+        }
+    }
+}
+
+enum HeadRead {
+    Head(RequestHead, usize),
+    Closed,
+    Refused(HeadError),
+    TimedOut,
+}
+
+enum BodyError {
+    /// The client's body was bad or it went away; the status to answer, or 0.
+    Downstream(u16),
+    Upstream,
+}
+
+/// Path and host rewrites of a matched route.
+struct Rewrite<'a> {
+    prefix: Option<&'a str>,
+    host: Option<&'a str>,
+    matched: &'a crate::config::PathMatch,
+}
+
+impl Rewrite<'_> {
+    /// `prefix_rewrite` replaces the matched prefix (or the whole matched path).
+    fn path(&self, target: &str) -> String {
+        let Some(new_prefix) = self.prefix else { return target.to_string() };
+        let (path, query) = match target.find('?') {
+            Some(i) => (&target[..i], &target[i..]),
+            None => (target, ""),
+        };
+        let rest = match self.matched {
+            crate::config::PathMatch::Prefix(p) if path.len() >= p.len() => &path[p.len()..],
+            _ => "",
+        };
+        format!("{new_prefix}{rest}{query}")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseFraming {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+struct ResponseHead {
+    status: u16,
+    reason: String,
+    headers: Vec<(String, Vec<u8>)>,
+    head_len: usize,
+    framing: ResponseFraming,
+    upstream_keep_alive: bool,
+}
+
+/// Parses an upstream response head; `Err` for anything malformed or
+/// ambiguous (both framings, conflicting lengths, unknown codings).
+fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else { return Err(()) };
+    if !(100..600).contains(&status) {
+        return Err(());
+    }
+    let headers: Vec<(String, Vec<u8>)> = resp.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect();
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = minor == 0;
+    for (name, value) in &headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(value).map_err(|_| ())?.trim();
+            let n: u64 = v.parse().map_err(|_| ())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") || chunked {
+                return Err(());
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    close = false;
+                }
+            }
+        }
+    }
+    let framing = match (chunked, length) {
+        (true, Some(_)) => return Err(()),
+        (true, None) => ResponseFraming::Chunked,
+        (false, Some(n)) => ResponseFraming::Length(n),
+        (false, None) if (100..200).contains(&status) || status == 204 || status == 304 => ResponseFraming::None,
+        (false, None) => ResponseFraming::UntilClose,
+    };
+    Ok(Some(ResponseHead {
+        status,
+        reason: resp.reason.unwrap_or("").to_string(),
+        headers,
+        head_len,
+        framing,
+        upstream_keep_alive: !close,
+    }))
+}
+
+/// Headers that describe one hop and are never forwarded: the standard set
+/// plus any named in `Connection`. (Transfer-Encoding is framing; the
+/// response side re-adds it, the request side forwards it as validated.)
+fn hop_by_hop(headers: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut hop: Vec<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                if let Ok(t) = std::str::from_utf8(token.trim_ascii()) {
+                    let t = t.to_ascii_lowercase();
+                    if !t.is_empty() && t != "content-length" && t != "transfer-encoding" && t != "host" {
+                        hop.push(t);
+                    }
+                }
+            }
+        }
+    }
+    hop
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A random (version 4) UUID for `x-request-id`.
+fn uuid4(rng: &Rng) -> String {
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_heads_frame_strictly() {
+        let ok = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
+        assert_eq!((ok.status, ok.framing, ok.upstream_keep_alive), (200, ResponseFraming::Length(5), true));
+        let ch = parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        assert_eq!(ch.framing, ResponseFraming::Chunked);
+        let close = parse_response_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert_eq!((close.framing, close.upstream_keep_alive), (ResponseFraming::UntilClose, false));
+        assert_eq!(
+            parse_response_head(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap().framing,
+            ResponseFraming::None
+        );
+        assert!(
+            parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").is_err()
+        );
+        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
+        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").is_err());
+        assert!(parse_response_head(b"HTTP/1.1 999 What\r\n\r\n").is_err());
+        assert!(parse_response_head(b"garbage\r\n\r\n").is_err());
+        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn prefix_rewrite_keeps_the_rest_and_the_query() {
+        let m = crate::config::PathMatch::Prefix("/api/".into());
+        let r = Rewrite { prefix: Some("/"), host: None, matched: &m };
+        assert_eq!(r.path("/api/users?id=1"), "/users?id=1");
+        let none = Rewrite { prefix: None, host: None, matched: &m };
+        assert_eq!(none.path("/api/x"), "/api/x");
+    }
+
+    #[test]
+    fn request_ids_look_like_uuid4() {
+        let id = uuid4(&Rng::new(7));
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+    }
+
+    #[test]
+    fn hop_by_hop_includes_connection_tokens() {
+        let h = vec![("Connection".to_string(), b"close, X-Secret".to_vec())];
+        let hop = hop_by_hop(&h);
+        assert!(hop.contains(&"x-secret".to_string()) && hop.contains(&"connection".to_string()));
+    }
+}

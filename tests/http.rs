@@ -1,0 +1,404 @@
+//! The HTTP/1.1 connection manager end to end: requests through ringway to an
+//! in-process upstream, one row per case where cases are many.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test should fail loudly")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+
+/// An HTTP/1.1 upstream that answers every request with a description of it:
+/// `METHOD TARGET`, then selected headers, then the request body. Keep-alive.
+struct HttpUpstream {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+/// Request line, lower-cased headers, decoded body.
+type SeenRequest = (String, Vec<(String, String)>, Vec<u8>);
+
+fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<SeenRequest> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
+            let line = format!("{} {}", req.method.unwrap(), req.path.unwrap());
+            let hs: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            buf.drain(..n);
+            let cl = hs.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse::<usize>().unwrap());
+            let chunked = hs.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+            let mut body = Vec::new();
+            if let Some(len) = cl {
+                while buf.len() < len {
+                    let mut tmp = [0u8; 65536];
+                    let n = c.read(&mut tmp).ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                }
+                body = buf.drain(..len).collect();
+            } else if chunked {
+                // Decode the chunked body (test upstream: trusts its input).
+                loop {
+                    while !buf.windows(2).any(|w| w == b"\r\n") {
+                        let mut tmp = [0u8; 65536];
+                        let n = c.read(&mut tmp).ok()?;
+                        buf.extend_from_slice(&tmp[..n]);
+                    }
+                    let eol = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+                    let size =
+                        usize::from_str_radix(std::str::from_utf8(&buf[..eol]).unwrap().split(';').next().unwrap(), 16)
+                            .unwrap();
+                    buf.drain(..eol + 2);
+                    while buf.len() < size + 2 {
+                        let mut tmp = [0u8; 65536];
+                        let n = c.read(&mut tmp).ok()?;
+                        buf.extend_from_slice(&tmp[..n]);
+                    }
+                    if size == 0 {
+                        buf.drain(..2);
+                        break;
+                    }
+                    body.extend_from_slice(&buf[..size]);
+                    buf.drain(..size + 2);
+                }
+            }
+            return Some((line, hs, body));
+        }
+        let mut tmp = [0u8; 65536];
+        let n = c.read(&mut tmp).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+impl HttpUpstream {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                count.fetch_add(1, Ordering::AcqRel);
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    while let Some((line, hs, body)) = read_request(&mut c, &mut buf) {
+                        let get = |k: &str| hs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+                        let mut out = format!(
+                            "{line}\nhost={}\nxfp={}\nxff={}\nrid={}\nconnection={}\n",
+                            get("host"),
+                            get("x-forwarded-proto"),
+                            get("x-forwarded-for"),
+                            !get("x-request-id").is_empty(),
+                            get("connection")
+                        )
+                        .into_bytes();
+                        out.extend_from_slice(&body);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nServer: upstream\r\nX-Up: 1\r\n\r\n",
+                            out.len()
+                        );
+                        if c.write_all(head.as_bytes()).is_err() || c.write_all(&out).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HttpUpstream { addr, connections }
+    }
+}
+
+/// A raw upstream that answers every connection with `reply` (or nothing).
+fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                if !reply.is_empty() {
+                    let _ = c.write_all(reply);
+                }
+                // Hold the connection until the peer goes away.
+                while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+fn http_yaml(clusters: &[(&str, SocketAddr)], routes: &str, extra_hcm: &str) -> String {
+    let clusters: String = clusters
+        .iter()
+        .map(|(name, a)| {
+            format!(
+                "  - name: {name}\n    connect_timeout: 0.5s\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: \"{}\", port_value: {}}}}}}}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+static_resources:
+  listeners:
+  - name: web
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+{extra_hcm}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+          route_config:
+            name: local
+            virtual_hosts:
+{routes}
+  clusters:
+{clusters}"#
+    )
+}
+
+/// Sends raw request bytes, reads one response; returns (status, head, body).
+fn exchange(s: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
+    s.write_all(request).unwrap();
+    read_response(s)
+}
+
+fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
+            let status = resp.code.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let cl: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                .unwrap_or(0);
+            while buf.len() < n + cl {
+                let k = s.read(&mut tmp).unwrap();
+                assert!(k > 0, "connection closed mid-body");
+                buf.extend_from_slice(&tmp[..k]);
+            }
+            return (status, head, buf[n..n + cl].to_vec());
+        }
+        let k = s.read(&mut tmp).unwrap();
+        assert!(k > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&tmp[..k]);
+    }
+}
+
+const ROUTES: &str = r#"            - name: backend
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/api/"}
+                route: {cluster: app, prefix_rewrite: "/"}
+              - match: {path: "/direct"}
+                direct_response: {status: 200, body: {inline_string: "hello from ringway"}}
+              - match: {prefix: "/renamed"}
+                route: {cluster: app, host_rewrite_literal: "backend.internal"}
+              - match: {prefix: "/slow"}
+                route: {cluster: slow, timeout: 0.3s}
+              - match: {prefix: "/broken"}
+                route: {cluster: broken}
+              - match: {prefix: "/down"}
+                route: {cluster: down}
+              - match: {prefix: "/app"}
+                route: {cluster: app}
+"#;
+
+struct Rig {
+    server: ringway::runtime::Server,
+    addr: SocketAddr,
+    upstream: HttpUpstream,
+}
+
+fn rig(extra_hcm: &str) -> Rig {
+    let upstream = HttpUpstream::start();
+    let slow = raw_upstream(b"");
+    let broken = raw_upstream(b"HTTP/1.1 2000 What\r\n\r\n");
+    let yaml = http_yaml(
+        &[("app", upstream.addr), ("slow", slow), ("broken", broken), ("down", closed_port())],
+        ROUTES,
+        extra_hcm,
+    );
+    let server = start(&yaml, opts(1));
+    let addr = server.listener_addr("web").unwrap();
+    Rig { server, addr, upstream }
+}
+
+#[test]
+fn requests_route_rewrite_and_count() {
+    let rig = rig("");
+    let mut s = connect(rig.addr);
+    let (status, head, body) = exchange(&mut s, b"GET /api/users?id=1 HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(body.starts_with("GET /users?id=1\nhost=shop.example\nxfp=http\nxff=\nrid=true\n"), "{body}");
+    assert!(head.contains("server: ringway\r\n") && !head.contains("Server: upstream"), "{head}");
+    assert!(head.contains("x-envoy-upstream-service-time: "), "{head}");
+    assert!(head.contains("X-Up: 1\r\n"), "{head}");
+
+    // Same connection: host rewrite, and the upstream connection is reused.
+    let (status, _, body) = exchange(&mut s, b"GET /renamed HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8(body).unwrap().contains("host=backend.internal\n"));
+    assert_eq!(rig.upstream.connections.load(Ordering::Acquire), 1, "the pooled upstream connection was not reused");
+
+    let (status, head, body) = exchange(&mut s, b"GET /direct HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((status, body.as_slice()), (200, &b"hello from ringway"[..]), "{head}");
+
+    let st = |n: &str| stat(&rig.server, n);
+    // Counters move just after the response is written.
+    wait_until("three requests counted", || st("http.ingress.downstream_rq_2xx") == 3);
+    assert_eq!(st("http.ingress.downstream_rq_total"), 3);
+    assert_eq!(st("http.ingress.downstream_rq_2xx"), 3);
+    assert_eq!(st("http.ingress.rq_direct_response"), 1);
+    assert_eq!(st("cluster.app.upstream_rq_total"), 2);
+    assert_eq!(st("cluster.app.upstream_rq_2xx"), 2);
+    assert_eq!(st("cluster.app.upstream_cx_total"), 1);
+    assert_eq!(st("http.ingress.downstream_cx_total"), 1);
+    drop(s);
+    stop(rig.server);
+}
+
+#[test]
+fn bodies_stream_both_framings() {
+    let rig = rig("");
+    let mut s = connect(rig.addr);
+    let big = random_bytes(3 << 20, 9);
+    let mut req = format!("POST /app/upload HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+    req.extend_from_slice(&big);
+    let (status, _, body) = exchange(&mut s, &req);
+    assert_eq!(status, 200);
+    assert!(body.ends_with(&big), "content-length body was not forwarded intact");
+
+    let chunked = b"POST /app/chunks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+    let (status, _, body) = exchange(&mut s, chunked);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8(body).unwrap().ends_with("\nhello world"));
+
+    // Expect: 100-continue gets its interim response first.
+    s.write_all(b"POST /app/x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n").unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"ok").unwrap();
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!(status, 200);
+    assert!(body.ends_with(b"ok"));
+    drop(s);
+    stop(rig.server);
+}
+
+/// One row per upstream failure: path in, status and body out, counter moved.
+#[test]
+fn upstream_failures_map_like_envoy() {
+    let rig = rig("");
+    let rows = [
+        (
+            "/down",
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            "cluster.down.upstream_cx_connect_fail",
+        ),
+        ("/slow", 504, "upstream request timeout", "cluster.slow.upstream_rq_timeout"),
+        ("/broken", 502, "upstream sent a malformed response", "cluster.broken.upstream_rq_5xx"),
+    ];
+    for (path, want_status, want_body, counter) in rows {
+        let mut s = connect(rig.addr);
+        let (status, _, body) = exchange(&mut s, format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(status, want_status, "{path}");
+        assert_eq!(String::from_utf8(body).unwrap(), want_body, "{path}");
+        assert_eq!(stat(&rig.server, counter), 1, "{path}: {counter}");
+    }
+    wait_until("5xx counted", || stat(&rig.server, "http.ingress.downstream_rq_5xx") == 3);
+    stop(rig.server);
+}
+
+/// Bad requests through the real listener: status out, never forwarded.
+#[test]
+fn malformed_requests_get_envoys_answers() {
+    let rig = rig("          request_headers_timeout: 0.3s\n");
+    let rows: &[(&[u8], u16)] = &[
+        (b"POST /app HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST /app HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+        (b"POST /app HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET /app HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),
+        (b"GET /app HTTP/1.1\r\nHost : h\r\n\r\n", 400),
+        (b"GET /app HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400),
+        (b"GET /app HTTP/2.0\r\nHost: h\r\n\r\n", 505),
+        (b"POST /app HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"GET /nowhere HTTP/1.1\r\n\r\n", 400),
+        (b"GET /app HTTP/1.1\r\nHost: h\r\nX-Partial: never finished", 408),
+    ];
+    for (request, want) in rows {
+        let mut s = connect(rig.addr);
+        let (status, _, _) = exchange(&mut s, request);
+        assert_eq!(status, *want, "{:?}", String::from_utf8_lossy(request));
+    }
+    let big = format!("GET /app HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "v".repeat(70 * 1024));
+    let mut s = connect(rig.addr);
+    assert_eq!(exchange(&mut s, big.as_bytes()).0, 431);
+    // None reached the upstream (the chunked row was forwarded up to its bad size line).
+    assert!(rig.upstream.connections.load(Ordering::Acquire) <= 1);
+    wait_until("protocol errors counted", || stat(&rig.server, "http.ingress.downstream_cx_protocol_error") >= 9);
+    wait_until("header timeout counted", || stat(&rig.server, "http.ingress.downstream_rq_header_timeout") == 1);
+    stop(rig.server);
+}
+
+#[test]
+fn no_route_is_404_and_counted() {
+    let upstream = HttpUpstream::start();
+    let routes = "            - name: only\n              domains: [\"shop.example\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n";
+    let server = start(&http_yaml(&[("app", upstream.addr)], routes, ""), opts(1));
+    let mut s = connect(server.listener_addr("web").unwrap());
+    assert_eq!(exchange(&mut s, b"GET / HTTP/1.1\r\nHost: other.example\r\n\r\n").0, 404);
+    assert_eq!(exchange(&mut s, b"GET / HTTP/1.1\r\nHost: shop.example:8080\r\n\r\n").0, 200);
+    wait_until("no_route counted", || stat(&server, "http.ingress.no_route") == 1);
+    drop(s);
+    stop(server);
+}
+
+#[test]
+fn http10_and_connection_close_end_the_connection() {
+    let rig = rig("");
+    let mut s = connect(rig.addr);
+    let (status, head, _) = exchange(&mut s, b"GET /app HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert!(closed_by_peer(&mut s));
+    let mut s = connect(rig.addr);
+    let (status, head, _) = exchange(&mut s, b"GET /app HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert!(closed_by_peer(&mut s));
+    stop(rig.server);
+}
