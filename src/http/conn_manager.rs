@@ -26,6 +26,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Response heads from upstream may be at most this large.
 const MAX_RESPONSE_HEAD: usize = 96 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
+/// Body bytes sent in the same write as the response head, at most.
+const COALESCE_BODY: usize = 64 * 1024;
 
 /// Envoy's `http.<stat_prefix>.*` stats.
 pub struct HttpStats {
@@ -136,7 +138,11 @@ enum IoFail {
 }
 
 async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>, limit: Duration) -> (Result<usize, IoFail>, Vec<u8>) {
-    buf.reserve(READ_CHUNK);
+    // Grow only when little room is left, so a connection's buffer is
+    // allocated once and reused.
+    if buf.capacity() - buf.len() < READ_CHUNK / 8 {
+        buf.reserve(READ_CHUNK);
+    }
     let len = buf.len();
     match monoio::time::timeout(limit, s.read(buf.slice_mut(len..))).await {
         Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
@@ -188,7 +194,7 @@ impl HttpConnectionManager {
         stats.downstream_cx_total.inc();
         stats.downstream_cx_http1_total.inc();
         stats.downstream_cx_active.inc();
-        let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut served: u32 = 0;
         loop {
             let (head, head_len) = match self.read_head(&mut down, &mut buf).await {
@@ -373,7 +379,7 @@ impl HttpConnectionManager {
         }
 
         // Response head (skipping 1xx interim responses).
-        let mut ubuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let mut ubuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let response = loop {
             match parse_response_head(&ubuf) {
                 Ok(Some(r)) if (100..200).contains(&r.status) => {
@@ -409,16 +415,25 @@ impl HttpConnectionManager {
         let framing = if no_body { ResponseFraming::None } else { response.framing };
         let downstream_keeps = keep_alive && framing != ResponseFraming::UntilClose;
         let service_ms = started.elapsed().as_millis();
-        let out_head =
+        let mut out =
             self.downstream_response_head(&response, &ubuf[..response.head_len], downstream_keeps, service_ms);
         ubuf.drain(..response.head_len);
-        let (r, _) = write_all(down, out_head, idle).await;
+        // A sized body already read rides in the same write as the head (the
+        // usual case for small responses: one write instead of two).
+        let mut framing_left = framing;
+        if let ResponseFraming::Length(n) = framing {
+            let now = (ubuf.len() as u64).min(n).min(COALESCE_BODY as u64) as usize;
+            out.extend_from_slice(&ubuf[..now]);
+            ubuf.drain(..now);
+            framing_left = ResponseFraming::Length(n - now as u64);
+        }
+        let (r, _) = write_all(down, out, idle).await;
         if r.is_err() {
             return Outcome::closing(response.status);
         }
 
-        // Response body, streamed as framed.
-        let body_ok = self.forward_response_body(&mut up, down, ubuf, framing, wait).await;
+        // The rest of the response body, streamed as framed.
+        let body_ok = self.forward_response_body(&mut up, down, ubuf, framing_left, wait).await;
         match body_ok {
             Ok(leftover_empty) => {
                 if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty {
@@ -630,7 +645,7 @@ impl HttpConnectionManager {
     ) -> Result<bool, IoFail> {
         let mut decoder = ChunkedDecoder::new();
         let mut left = match framing {
-            ResponseFraming::None => return Ok(ubuf.is_empty()),
+            ResponseFraming::None | ResponseFraming::Length(0) => return Ok(ubuf.is_empty()),
             ResponseFraming::Length(n) => n,
             _ => u64::MAX,
         };
