@@ -402,3 +402,24 @@ fn http10_and_connection_close_end_the_connection() {
     assert!(closed_by_peer(&mut s));
     stop(rig.server);
 }
+
+/// With use_remote_address ringway is the edge: it appends the peer to
+/// x-forwarded-for and sets x-forwarded-proto itself; without it, a client's
+/// values pass through untouched.
+#[test]
+fn forwarded_headers_follow_use_remote_address() {
+    let request = b"GET /app HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\nX-Request-Id: abc\r\n\r\n";
+    let edge = rig("          use_remote_address: true\n");
+    let mut s = connect(edge.addr);
+    let body = String::from_utf8(exchange(&mut s, request).2).unwrap();
+    assert!(body.contains("\nxfp=http\nxff=192.0.2.7, 127.0.0.1\nrid=true\n"), "{body}");
+    drop(s);
+    stop(edge.server);
+
+    let inner = rig("");
+    let mut s = connect(inner.addr);
+    let body = String::from_utf8(exchange(&mut s, request).2).unwrap();
+    assert!(body.contains("\nxfp=https\nxff=192.0.2.7\nrid=true\n"), "{body}");
+    drop(s);
+    stop(inner.server);
+}

@@ -511,6 +511,9 @@ impl HttpConnectionManager {
                     xff = Some(value);
                     continue;
                 }
+                // With use_remote_address ringway is the edge and says the
+                // scheme itself; otherwise a client's value passes through.
+                "x-forwarded-proto" if self.config.use_remote_address => continue,
                 "x-forwarded-proto" => has_xfp = true,
                 "x-request-id" => has_request_id = true,
                 _ => {}
@@ -535,7 +538,7 @@ impl HttpConnectionManager {
             (None, true) => push_header(&mut out, b"x-forwarded-for", peer.ip().to_string().as_bytes()),
             (None, false) => {}
         }
-        if !has_xfp || self.config.use_remote_address {
+        if !has_xfp {
             push_header(&mut out, b"x-forwarded-proto", b"http");
         }
         if !has_request_id && self.config.generate_request_id {
