@@ -232,7 +232,12 @@ const ROUTES: &str = r#"            - name: backend
                 route: {cluster: down}
               - match: {prefix: "/app"}
                 route: {cluster: app}
+              - match: {prefix: "/chunked"}
+                route: {cluster: chunked}
 "#;
+
+const CHUNKED_REPLY: &[u8] =
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Trailer: kept\r\n\r\n";
 
 struct Rig {
     server: ringway::runtime::Server,
@@ -244,8 +249,9 @@ fn rig(extra_hcm: &str) -> Rig {
     let upstream = HttpUpstream::start();
     let slow = raw_upstream(b"");
     let broken = raw_upstream(b"HTTP/1.1 2000 What\r\n\r\n");
+    let chunked = raw_upstream(CHUNKED_REPLY);
     let yaml = http_yaml(
-        &[("app", upstream.addr), ("slow", slow), ("broken", broken), ("down", closed_port())],
+        &[("app", upstream.addr), ("slow", slow), ("broken", broken), ("down", closed_port()), ("chunked", chunked)],
         ROUTES,
         extra_hcm,
     );
@@ -422,4 +428,25 @@ fn forwarded_headers_follow_use_remote_address() {
     assert!(body.contains("\nxfp=https\nxff=192.0.2.7\nrid=true\n"), "{body}");
     drop(s);
     stop(inner.server);
+}
+
+/// A chunked response passes through as sent, extensions and trailers kept.
+#[test]
+fn chunked_responses_keep_their_trailers() {
+    let rig = rig("");
+    let mut s = connect(rig.addr);
+    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !got.ends_with(b"0\r\nX-Trailer: kept\r\n\r\n") {
+        let n = s.read(&mut tmp).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Trailer: kept\r\n\r\n"), "{text}");
+    drop(s);
+    stop(rig.server);
 }

@@ -14,7 +14,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::h1::{self, BodyFraming, Chunk, ChunkedDecoder, HeadError, Limits, RequestHead};
+use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
 use crate::config::{HcmConfig, RouteActionConfig};
 use crate::stats::{Counter, Gauge, Shard, StatKey};
@@ -604,20 +604,7 @@ impl HttpConnectionManager {
                 let mut decoder = ChunkedDecoder::new();
                 loop {
                     // Find how much of `buf` belongs to the body; forward it raw.
-                    let mut used = 0;
-                    let mut done = false;
-                    while used < buf.len() {
-                        let (chunk, n) = decoder.decode(&buf[used..]).map_err(|e| BodyError::Downstream(e.status()))?;
-                        used += n;
-                        match chunk {
-                            Chunk::End { .. } => {
-                                done = true;
-                                break;
-                            }
-                            Chunk::NeedMore => break,
-                            Chunk::Data { .. } => {}
-                        }
-                    }
+                    let (used, done) = decoder.scan(buf).map_err(|e| BodyError::Downstream(e.status()))?;
                     let (r, b) = write_range(up, std::mem::take(buf), 0..used, wait()).await;
                     *buf = b;
                     r.map_err(|_| BodyError::Upstream)?;
@@ -660,22 +647,7 @@ impl HttpConnectionManager {
                     (n, left == 0)
                 }
                 ResponseFraming::Chunked => {
-                    let mut used = 0;
-                    let mut done = false;
-                    while used < ubuf.len() {
-                        let (chunk, n) =
-                            decoder.decode(&ubuf[used..]).map_err(|_| IoFail::Io(io::ErrorKind::InvalidData.into()))?;
-                        used += n;
-                        match chunk {
-                            Chunk::End { .. } => {
-                                done = true;
-                                break;
-                            }
-                            Chunk::NeedMore => break,
-                            Chunk::Data { .. } => {}
-                        }
-                    }
-                    (used, done)
+                    decoder.scan(&ubuf).map_err(|_| IoFail::Io(io::ErrorKind::InvalidData.into()))?
                 }
                 _ => (ubuf.len(), false),
             };

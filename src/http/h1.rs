@@ -292,6 +292,22 @@ impl ChunkedDecoder {
         self.state == ChunkState::Done
     }
 
+    /// For pass-through: how many bytes at the start of `input` belong to the
+    /// chunked body (all of them until it ends), and whether it ended there.
+    pub fn scan(&mut self, input: &[u8]) -> Result<(usize, bool), HeadError> {
+        let mut used = 0;
+        while used < input.len() {
+            let (chunk, n) = self.decode(&input[used..])?;
+            used += n;
+            match chunk {
+                Chunk::End { .. } => return Ok((used, true)),
+                Chunk::NeedMore => break,
+                Chunk::Data { .. } => {}
+            }
+        }
+        Ok((used, false))
+    }
+
     /// Decodes from the start of `input`. Returns the first piece of data (or
     /// the end) and how many input bytes were used before it; call again with
     /// the rest.
