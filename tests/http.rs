@@ -289,6 +289,15 @@ fn requests_route_rewrite_and_count() {
     assert_eq!(st("http.ingress.rq_direct_response"), 1);
     assert_eq!(st("cluster.app.upstream_rq_total"), 2);
     assert_eq!(st("cluster.app.upstream_rq_2xx"), 2);
+    assert_eq!(st("cluster.app.upstream_rq_200"), 2);
+    let (_, prom) = admin_get(rig.server.admin_addr().unwrap(), "/stats/prometheus");
+    for line in [
+        "envoy_cluster_upstream_rq{envoy_cluster_name=\"app\",envoy_response_code=\"200\"} 2\n",
+        "envoy_cluster_upstream_rq_xx{envoy_cluster_name=\"app\",envoy_response_code_class=\"2\"} 2\n",
+        "envoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix=\"ingress\",envoy_response_code_class=\"2\"} 3\n",
+    ] {
+        assert!(prom.contains(line), "missing {line} in\n{prom}");
+    }
     assert_eq!(st("cluster.app.upstream_cx_total"), 1);
     assert_eq!(st("http.ingress.downstream_cx_total"), 1);
     drop(s);

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
@@ -47,10 +48,11 @@ pub struct HttpStats {
 
 impl HttpStats {
     fn new(shard: &Shard, prefix: &str) -> Self {
+        const LABEL: &str = "envoy_http_conn_manager_prefix";
         let key = |stat: &str| StatKey {
             name: format!("http.{prefix}.{stat}"),
             prom_name: format!("envoy_http_{stat}"),
-            labels: vec![("envoy_http_conn_manager_prefix", prefix.to_string())],
+            labels: vec![(LABEL, prefix.to_string())],
         };
         let c = |stat: &str| shard.counter(key(stat));
         HttpStats {
@@ -60,13 +62,8 @@ impl HttpStats {
             downstream_cx_protocol_error: c("downstream_cx_protocol_error"),
             downstream_rq_total: c("downstream_rq_total"),
             downstream_rq_active: shard.gauge(key("downstream_rq_active")),
-            downstream_rq_xx: [
-                c("downstream_rq_1xx"),
-                c("downstream_rq_2xx"),
-                c("downstream_rq_3xx"),
-                c("downstream_rq_4xx"),
-                c("downstream_rq_5xx"),
-            ],
+            downstream_rq_xx: [1, 2, 3, 4, 5]
+                .map(|class| shard.counter(StatKey::with_class("http", prefix, LABEL, "downstream_rq", class))),
             downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_too_large: c("downstream_rq_too_large"),
@@ -189,7 +186,8 @@ impl HttpConnectionManager {
     }
 
     /// Serves one downstream connection until it closes, errs or idles out.
-    pub async fn serve(&self, mut down: TcpStream, peer: SocketAddr, clusters: &ClusterManager) {
+    /// Once the server drains, the next response closes the connection.
+    pub async fn serve(&self, mut down: TcpStream, peer: SocketAddr, clusters: &ClusterManager, draining: &AtomicBool) {
         let stats = &self.stats;
         stats.downstream_cx_total.inc();
         stats.downstream_cx_http1_total.inc();
@@ -219,7 +217,8 @@ impl HttpConnectionManager {
             served += 1;
             stats.downstream_rq_total.inc();
             stats.downstream_rq_active.inc();
-            let last = self.config.max_requests_per_connection.is_some_and(|max| served >= max);
+            let last = self.config.max_requests_per_connection.is_some_and(|max| served >= max)
+                || draining.load(Ordering::Relaxed);
             let outcome = self.handle(&mut down, &mut buf, head, peer, clusters, last).await;
             stats.downstream_rq_active.dec();
             stats.count_status(outcome.status);

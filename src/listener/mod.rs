@@ -159,7 +159,9 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
                         Terminal::TcpProxy(tp) => {
                             tp.serve(stream, &tables.clusters, worker.relay, l.config.buffer_limit).await;
                         }
-                        Terminal::Http(hcm) => hcm.serve(stream, peer, &tables.clusters).await,
+                        Terminal::Http(hcm) => {
+                            hcm.serve(stream, peer, &tables.clusters, &worker.shared.draining).await;
+                        }
                     }
                 });
             }

@@ -26,7 +26,7 @@ pub struct CoreTables {
 }
 
 impl CoreTables {
-    fn build(snapshot: Arc<Snapshot>, shard: &Shard, worker: usize) -> Self {
+    fn build(snapshot: Arc<Snapshot>, shard: &Arc<Shard>, worker: usize) -> Self {
         let seed = Rng::seed() ^ (worker as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let clusters = ClusterManager::new(&snapshot, shard, seed);
         let listeners = snapshot

@@ -114,6 +114,27 @@ impl StatKey {
         Self::tagged("tcp", prefix, stat, "envoy_tcp_prefix")
     }
 
+    /// `<scope>.<tag>.<stem>_<code>` (`cluster.a.upstream_rq_200`), which
+    /// Envoy's tag extraction exports as `envoy_<scope>_<stem>` with an
+    /// `envoy_response_code` label.
+    pub fn with_code(scope: &str, tag: &str, label: &'static str, stem: &str, code: u16) -> Self {
+        StatKey {
+            name: format!("{scope}.{tag}.{stem}_{code}"),
+            prom_name: format!("envoy_{scope}_{stem}"),
+            labels: vec![(label, tag.to_string()), ("envoy_response_code", code.to_string())],
+        }
+    }
+
+    /// `<scope>.<tag>.<stem>_<class>xx` (`http.ingress.downstream_rq_2xx`),
+    /// exported as `envoy_<scope>_<stem>_xx` with `envoy_response_code_class`.
+    pub fn with_class(scope: &str, tag: &str, label: &'static str, stem: &str, class: u8) -> Self {
+        StatKey {
+            name: format!("{scope}.{tag}.{stem}_{class}xx"),
+            prom_name: format!("envoy_{scope}_{stem}_xx"),
+            labels: vec![(label, tag.to_string()), ("envoy_response_code_class", class.to_string())],
+        }
+    }
+
     fn tagged(scope: &str, tag: &str, stat: &str, label: &'static str) -> Self {
         StatKey {
             name: format!("{scope}.{tag}.{stat}"),

@@ -6,9 +6,11 @@ pub mod connector;
 pub mod lb;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use monoio::net::TcpStream;
 use std::time::Duration;
@@ -26,7 +28,7 @@ pub struct ClusterManager {
 }
 
 impl ClusterManager {
-    pub fn new(snapshot: &Snapshot, shard: &Shard, seed: u64) -> Self {
+    pub fn new(snapshot: &Snapshot, shard: &Arc<Shard>, seed: u64) -> Self {
         let clusters = snapshot
             .clusters
             .iter()
@@ -136,10 +138,15 @@ pub struct ClusterStats {
     pub upstream_rq_xx: [Counter; 5],
     pub upstream_rq_timeout: Counter,
     pub upstream_rq_rx_reset: Counter,
+    /// `upstream_rq_<code>`, registered the first time a code is seen on this
+    /// core (the only time the data path touches the shard's registry).
+    by_code: RefCell<HashMap<u16, Counter>>,
+    shard: Arc<Shard>,
+    name: String,
 }
 
 impl ClusterStats {
-    fn new(shard: &Shard, cluster: &str) -> Self {
+    fn new(shard: &Arc<Shard>, cluster: &str) -> Self {
         let c = |stat: &str| shard.counter(StatKey::cluster(cluster, stat));
         let g = |stat: &str| shard.gauge(StatKey::cluster(cluster, stat));
         ClusterStats {
@@ -154,23 +161,35 @@ impl ClusterStats {
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
             upstream_cx_http1_total: c("upstream_cx_http1_total"),
             upstream_rq_total: c("upstream_rq_total"),
-            upstream_rq_xx: [
-                c("upstream_rq_1xx"),
-                c("upstream_rq_2xx"),
-                c("upstream_rq_3xx"),
-                c("upstream_rq_4xx"),
-                c("upstream_rq_5xx"),
-            ],
+            upstream_rq_xx: [1, 2, 3, 4, 5].map(|class| {
+                shard.counter(StatKey::with_class("cluster", cluster, "envoy_cluster_name", "upstream_rq", class))
+            }),
+            by_code: RefCell::new(HashMap::new()),
+            shard: shard.clone(),
+            name: cluster.to_string(),
             upstream_rq_timeout: c("upstream_rq_timeout"),
             upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
         }
     }
 
-    /// `upstream_rq_<class>xx` for a response status.
+    /// `upstream_rq_<class>xx` and `upstream_rq_<code>` for a response status.
     pub fn count_status(&self, status: u16) {
         if let Some(c) = self.upstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
             c.inc();
         }
+        let mut by_code = self.by_code.borrow_mut();
+        by_code
+            .entry(status)
+            .or_insert_with(|| {
+                self.shard.counter(StatKey::with_code(
+                    "cluster",
+                    &self.name,
+                    "envoy_cluster_name",
+                    "upstream_rq",
+                    status,
+                ))
+            })
+            .inc();
     }
 }
 
