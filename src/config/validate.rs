@@ -143,7 +143,7 @@ fn validate_listener(
     if chain.filters.len() > 1 {
         return Err(err(
             format!("{chain_path}.filters[1]"),
-            "only one network filter (the terminal tcp_proxy) is supported per chain",
+            "only one network filter (the terminal tcp_proxy or http_connection_manager) is supported per chain",
         ));
     }
     let terminal = validate_network_filter(&mut chain.filters[0], &format!("{chain_path}.filters[0]"), clusters)?;

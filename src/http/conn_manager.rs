@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
@@ -18,9 +18,11 @@ use monoio::net::TcpStream;
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
 use crate::config::{HcmConfig, RouteActionConfig};
+use crate::listener::Terminal;
+use crate::runtime::worker::{CoreTables, Worker};
 use crate::stats::{Counter, Gauge, Shard, StatKey};
 use crate::upstream::lb::Rng;
-use crate::upstream::{Cluster, ClusterManager, Host, connect};
+use crate::upstream::{Cluster, ClusterManager, Host, UpstreamConn, connect};
 
 /// Bytes read from a socket per call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -40,6 +42,7 @@ pub struct HttpStats {
     pub downstream_rq_active: Gauge,
     pub downstream_rq_xx: [Counter; 5],
     pub downstream_rq_timeout: Counter,
+    pub downstream_rq_idle_timeout: Counter,
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_too_large: Counter,
     pub rq_direct_response: Counter,
@@ -65,6 +68,7 @@ impl HttpStats {
             downstream_rq_xx: [1, 2, 3, 4, 5]
                 .map(|class| shard.counter(StatKey::with_class("http", prefix, LABEL, "downstream_rq", class))),
             downstream_rq_timeout: c("downstream_rq_timeout"),
+            downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_too_large: c("downstream_rq_too_large"),
             rq_direct_response: c("rq_direct_response"),
@@ -76,6 +80,70 @@ impl HttpStats {
         if let Some(c) = self.downstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
             c.inc();
         }
+    }
+}
+
+/// Serves one downstream connection of listener `index` until it closes,
+/// errs or idles out. Each request is handled with the tables current when
+/// its head arrives, so reloads and DNS changes reach keep-alive
+/// connections too; once the server drains, the next response closes it.
+pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index: usize) {
+    let first_tables = worker.tables();
+    let Some(first) = manager(&first_tables, index) else { return };
+    let cx_stats = (first.stats.downstream_cx_active.clone(), first.stats.downstream_cx_total.clone());
+    first.stats.downstream_cx_http1_total.inc();
+    cx_stats.1.inc();
+    cx_stats.0.inc();
+    drop(first_tables);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut served: u32 = 0;
+    loop {
+        let reading = worker.tables();
+        let Some(reader) = manager(&reading, index) else { break };
+        let (head, head_len) = match reader.read_head(&mut down, &mut buf).await {
+            HeadRead::Head(h, n) => (h, n),
+            HeadRead::Closed => break,
+            HeadRead::Refused(e) => {
+                let stats = &reader.stats;
+                stats.downstream_cx_protocol_error.inc();
+                stats.downstream_rq_total.inc();
+                stats.count_status(e.status());
+                let _ = reader.local_reply(&mut down, e.status(), &e.to_string(), false).await;
+                break;
+            }
+            HeadRead::TimedOut => {
+                let stats = &reader.stats;
+                stats.downstream_rq_header_timeout.inc();
+                stats.downstream_rq_total.inc();
+                stats.count_status(408);
+                let _ = reader.local_reply(&mut down, 408, "request header timeout", false).await;
+                break;
+            }
+        };
+        buf.drain(..head_len);
+        served += 1;
+        let tables = worker.tables();
+        let Some(hcm) = manager(&tables, index) else { break };
+        let stats = &hcm.stats;
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
+        let last = hcm.config.max_requests_per_connection.is_some_and(|max| served >= max)
+            || worker.shared.draining.load(Ordering::Relaxed);
+        let outcome = hcm.handle(&mut down, &mut buf, head, peer, &tables.clusters, last).await;
+        stats.downstream_rq_active.dec();
+        stats.count_status(outcome.status);
+        if !outcome.reusable || last {
+            break;
+        }
+    }
+    cx_stats.0.dec();
+}
+
+/// The HTTP connection manager of listener `index` in `tables`.
+fn manager(tables: &CoreTables, index: usize) -> Option<&HttpConnectionManager> {
+    match &tables.listeners.get(index)?.terminal {
+        Terminal::Http(hcm) => Some(hcm),
+        Terminal::TcpProxy(_) => None,
     }
 }
 
@@ -107,6 +175,8 @@ enum UpstreamFailure {
     /// Reset or closed before a complete response head.
     Reset,
     Timeout,
+    /// Nothing moved for `stream_idle_timeout` before the response head.
+    StreamIdle,
     Malformed,
 }
 
@@ -122,6 +192,7 @@ impl UpstreamFailure {
                 (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
             }
             UpstreamFailure::Timeout => (504, "upstream request timeout"),
+            UpstreamFailure::StreamIdle => (408, "stream timeout"),
             UpstreamFailure::Malformed => (502, "upstream sent a malformed response"),
         }
     }
@@ -185,50 +256,6 @@ impl HttpConnectionManager {
         Limits { max_head_bytes: self.config.max_head_bytes, max_headers: self.config.max_headers, ..Limits::default() }
     }
 
-    /// Serves one downstream connection until it closes, errs or idles out.
-    /// Once the server drains, the next response closes the connection.
-    pub async fn serve(&self, mut down: TcpStream, peer: SocketAddr, clusters: &ClusterManager, draining: &AtomicBool) {
-        let stats = &self.stats;
-        stats.downstream_cx_total.inc();
-        stats.downstream_cx_http1_total.inc();
-        stats.downstream_cx_active.inc();
-        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let mut served: u32 = 0;
-        loop {
-            let (head, head_len) = match self.read_head(&mut down, &mut buf).await {
-                HeadRead::Head(h, n) => (h, n),
-                HeadRead::Closed => break,
-                HeadRead::Refused(e) => {
-                    stats.downstream_cx_protocol_error.inc();
-                    stats.downstream_rq_total.inc();
-                    stats.count_status(e.status());
-                    let _ = self.local_reply(&mut down, e.status(), &e.to_string(), false).await;
-                    break;
-                }
-                HeadRead::TimedOut => {
-                    stats.downstream_rq_header_timeout.inc();
-                    stats.downstream_rq_total.inc();
-                    stats.count_status(408);
-                    let _ = self.local_reply(&mut down, 408, "request header timeout", false).await;
-                    break;
-                }
-            };
-            buf.drain(..head_len);
-            served += 1;
-            stats.downstream_rq_total.inc();
-            stats.downstream_rq_active.inc();
-            let last = self.config.max_requests_per_connection.is_some_and(|max| served >= max)
-                || draining.load(Ordering::Relaxed);
-            let outcome = self.handle(&mut down, &mut buf, head, peer, clusters, last).await;
-            stats.downstream_rq_active.dec();
-            stats.count_status(outcome.status);
-            if !outcome.reusable || last {
-                break;
-            }
-        }
-        stats.downstream_cx_active.dec();
-    }
-
     async fn read_head(&self, down: &mut TcpStream, buf: &mut Vec<u8>) -> HeadRead {
         let limits = self.limits();
         // Waiting for a request to start is idle time; once bytes arrive, the
@@ -269,8 +296,7 @@ impl HttpConnectionManager {
     ) -> Outcome {
         let has_body = head.body != BodyFraming::None;
         let keep_alive = head.keep_alive && !last;
-        let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-        let path = head.target.split('?').next().unwrap_or("");
+        let (host, path) = route_key(&head);
         let Some(entry) = router::route(&self.config.routes, host, path) else {
             self.stats.no_route.inc();
             // An unread body would be taken for the next request: close instead.
@@ -289,8 +315,7 @@ impl HttpConnectionManager {
                 let cluster = clusters.get(*cluster);
                 let rewrite =
                     Rewrite { prefix: prefix_rewrite.as_deref(), host: host_rewrite.as_deref(), matched: &entry.path };
-                let deadline = timeout.map(|t| Instant::now() + t);
-                self.proxy(down, buf, &head, peer, cluster, rewrite, deadline, keep_alive).await
+                self.proxy(down, buf, &head, peer, cluster, rewrite, *timeout, keep_alive).await
             }
         }
     }
@@ -334,23 +359,21 @@ impl HttpConnectionManager {
         peer: SocketAddr,
         cluster: &Cluster,
         rewrite: Rewrite<'_>,
-        deadline: Option<Instant>,
+        route_timeout: Option<Duration>,
         keep_alive: bool,
     ) -> Outcome {
         let started = Instant::now();
         let cs = &cluster.stats;
         cs.upstream_rq_total.inc();
         let idle = self.config.stream_idle_timeout;
-        // Every wait is bounded by the route timeout and the stream idle timeout.
-        let wait = || match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(idle),
-            None => idle,
-        };
-        let timed_out = || deadline.is_some_and(|d| Instant::now() >= d);
+        let is_head = head.method == "HEAD";
+        // While the request is still arriving only the stream idle timeout
+        // applies; the route timeout starts once it is all sent (Envoy's rule).
+        let wait = || idle;
 
-        let (mut up, host) = match self.upstream_connection(cluster).await {
+        let (mut conn, host) = match self.upstream_connection(cluster).await {
             Ok(c) => c,
-            Err(f) => return self.fail(down, cluster, f, keep_alive && head.body == BodyFraming::None).await,
+            Err(f) => return self.fail(down, cluster, f, keep_alive && head.body == BodyFraming::None, is_head).await,
         };
         if head.expect_continue {
             let (r, _) = write_all(down, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), wait()).await;
@@ -359,13 +382,14 @@ impl HttpConnectionManager {
             }
         }
 
+        let up = &mut conn.stream;
         // Request head, then the body as framed, streamed.
         let request_head = self.upstream_request_head(head, peer, &rewrite);
-        let (r, _) = write_all(&mut up, request_head, wait()).await;
+        let (r, _) = write_all(up, request_head, wait()).await;
         if r.is_err() {
-            return self.fail(down, cluster, UpstreamFailure::Reset, false).await;
+            return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await;
         }
-        match self.forward_request_body(down, &mut up, buf, head.body, wait).await {
+        match self.forward_request_body(down, up, buf, head.body, wait).await {
             Ok(()) => {}
             Err(BodyError::Downstream(status)) => {
                 self.stats.downstream_cx_protocol_error.inc();
@@ -374,8 +398,16 @@ impl HttpConnectionManager {
                 }
                 return Outcome::closing(status);
             }
-            Err(BodyError::Upstream) => return self.fail(down, cluster, UpstreamFailure::Reset, false).await,
+            Err(BodyError::Upstream) => return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await,
         }
+
+        // From here every wait is bounded by the route timeout too.
+        let deadline = route_timeout.map(|t| Instant::now() + t);
+        let wait = || match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(idle),
+            None => idle,
+        };
+        let timed_out = || deadline.is_some_and(|d| Instant::now() >= d);
 
         // Response head (skipping 1xx interim responses).
         let mut ubuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -387,25 +419,27 @@ impl HttpConnectionManager {
                 }
                 Ok(Some(r)) => break r,
                 Ok(None) if ubuf.len() > MAX_RESPONSE_HEAD => {
-                    return self.fail(down, cluster, UpstreamFailure::Malformed, false).await;
+                    return self.fail(down, cluster, UpstreamFailure::Malformed, false, is_head).await;
                 }
                 Ok(None) => {}
-                Err(()) => return self.fail(down, cluster, UpstreamFailure::Malformed, false).await,
+                Err(()) => return self.fail(down, cluster, UpstreamFailure::Malformed, false, is_head).await,
             }
-            let (r, b) = read_more(&mut up, ubuf, wait()).await;
+            let (r, b) = read_more(up, ubuf, wait()).await;
             ubuf = b;
             match r {
-                Ok(0) => return self.fail(down, cluster, UpstreamFailure::Reset, false).await,
+                Ok(0) => return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await,
                 Ok(_) => {}
                 Err(IoFail::Timeout) => {
-                    let failure = if timed_out() { UpstreamFailure::Timeout } else { UpstreamFailure::Reset };
-                    if timed_out() {
+                    let failure = if timed_out() {
                         cs.upstream_rq_timeout.inc();
-                        self.stats.downstream_rq_timeout.inc();
-                    }
-                    return self.fail(down, cluster, failure, false).await;
+                        UpstreamFailure::Timeout
+                    } else {
+                        self.stats.downstream_rq_idle_timeout.inc();
+                        UpstreamFailure::StreamIdle
+                    };
+                    return self.fail(down, cluster, failure, false, is_head).await;
                 }
-                Err(IoFail::Io(_)) => return self.fail(down, cluster, UpstreamFailure::Reset, false).await,
+                Err(IoFail::Io(_)) => return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await,
             }
         };
         cs.count_status(response.status);
@@ -432,11 +466,11 @@ impl HttpConnectionManager {
         }
 
         // The rest of the response body, streamed as framed.
-        let body_ok = self.forward_response_body(&mut up, down, ubuf, framing_left, wait).await;
+        let body_ok = self.forward_response_body(up, down, ubuf, framing_left, wait).await;
         match body_ok {
             Ok(leftover_empty) => {
                 if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty {
-                    host.release(up);
+                    host.release(conn);
                 }
                 Outcome { status: response.status, reusable: downstream_keeps }
             }
@@ -453,7 +487,7 @@ impl HttpConnectionManager {
     }
 
     /// A pooled connection that is still open, or a new one.
-    async fn upstream_connection<'c>(&self, cluster: &'c Cluster) -> Result<(TcpStream, &'c Host), UpstreamFailure> {
+    async fn upstream_connection<'c>(&self, cluster: &'c Cluster) -> Result<(UpstreamConn, &'c Host), UpstreamFailure> {
         let cs = &cluster.stats;
         let Some(host) = cluster.pick() else {
             cs.upstream_cx_none_healthy.inc();
@@ -466,7 +500,7 @@ impl HttpConnectionManager {
         cs.upstream_cx_http1_total.inc();
         host.stats.cx_total.inc();
         match connect(host.addr, cluster.connect_timeout).await {
-            Ok(c) => Ok((c, host)),
+            Ok(c) => Ok((UpstreamConn::new(c, cs, host), host)),
             Err(e) => {
                 if e.is_timeout() {
                     cs.upstream_cx_connect_timeout.inc();
@@ -479,13 +513,23 @@ impl HttpConnectionManager {
     }
 
     /// Answers a failed upstream exchange the way Envoy does.
-    async fn fail(&self, down: &mut TcpStream, cluster: &Cluster, f: UpstreamFailure, keep_alive: bool) -> Outcome {
+    async fn fail(
+        &self,
+        down: &mut TcpStream,
+        cluster: &Cluster,
+        f: UpstreamFailure,
+        keep_alive: bool,
+        is_head: bool,
+    ) -> Outcome {
         let (status, body) = f.reply();
         if matches!(f, UpstreamFailure::Reset | UpstreamFailure::Malformed) {
             cluster.stats.upstream_rq_rx_reset.inc();
         }
-        cluster.stats.count_status(status);
-        let ok = self.local_reply(down, status, body, keep_alive).await;
+        if !matches!(f, UpstreamFailure::StreamIdle) {
+            cluster.stats.count_status(status);
+        }
+        let method = if is_head { "HEAD" } else { "GET" };
+        let ok = self.local_reply_head_aware(down, status, body, keep_alive, method).await;
         Outcome { status, reusable: keep_alive && ok }
     }
 
@@ -498,7 +542,7 @@ impl HttpConnectionManager {
         let hop = hop_by_hop(&head.headers);
         let mut has_xfp = false;
         let mut has_request_id = false;
-        let mut xff: Option<&[u8]> = None;
+        let mut xff: Option<Vec<u8>> = None;
         for (name, value) in &head.headers {
             let lower = name.to_ascii_lowercase();
             if hop.contains(&lower) || lower == "expect" {
@@ -506,8 +550,15 @@ impl HttpConnectionManager {
             }
             match lower.as_str() {
                 "host" if rewrite.host.is_some() => continue,
+                // Several x-forwarded-for headers are one list.
                 "x-forwarded-for" => {
-                    xff = Some(value);
+                    match &mut xff {
+                        Some(list) => {
+                            list.extend_from_slice(b", ");
+                            list.extend_from_slice(value);
+                        }
+                        None => xff = Some(value.clone()),
+                    }
                     continue;
                 }
                 // With use_remote_address ringway is the edge and says the
@@ -527,13 +578,12 @@ impl HttpConnectionManager {
         // Envoy appends the peer to x-forwarded-for only with use_remote_address.
         let append = self.config.use_remote_address && !self.config.skip_xff_append;
         match (xff, append) {
-            (Some(v), true) => {
-                let mut joined = v.to_vec();
+            (Some(mut joined), true) => {
                 joined.extend_from_slice(b", ");
                 joined.extend_from_slice(peer.ip().to_string().as_bytes());
                 push_header(&mut out, b"x-forwarded-for", &joined);
             }
-            (Some(v), false) => push_header(&mut out, b"x-forwarded-for", v),
+            (Some(v), false) => push_header(&mut out, b"x-forwarded-for", &v),
             (None, true) => push_header(&mut out, b"x-forwarded-for", peer.ip().to_string().as_bytes()),
             (None, false) => {}
         }
@@ -553,7 +603,8 @@ impl HttpConnectionManager {
         let hop = hop_by_hop(&r.headers);
         for (name, value) in &r.headers {
             let lower = name.to_ascii_lowercase();
-            if hop.contains(&lower) || lower == "server" {
+            // Framing is re-added below as this hop frames it.
+            if hop.contains(&lower) || lower == "server" || lower == "transfer-encoding" {
                 continue;
             }
             push_header(&mut out, name.as_bytes(), value);
@@ -666,6 +717,21 @@ impl HttpConnectionManager {
             }
         }
     }
+}
+
+/// The host and path a request is routed by. An absolute-form target
+/// (`GET http://host/path`) names both; otherwise Host and the origin-form path.
+fn route_key(head: &RequestHead) -> (&str, &str) {
+    let target = head.target.as_str();
+    let without_scheme = target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"));
+    let (host, path_and_query) = match without_scheme {
+        Some(rest) => match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        },
+        None => (head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or(""), target),
+    };
+    (host, path_and_query.split('?').next().unwrap_or(""))
 }
 
 enum HeadRead {
@@ -828,26 +894,58 @@ fn uuid4(rng: &Rng) -> String {
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
         204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
         301 => "Moved Permanently",
         302 => "Found",
+        303 => "See Other",
         304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Payload Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Entity",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
-        _ => "Unknown",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        511 => "Network Authentication Required",
+        _ => "",
     }
 }
 

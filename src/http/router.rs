@@ -13,19 +13,26 @@ pub fn route<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a Ro
     vhost.routes.iter().find(|r| path_matches(r, path))
 }
 
-/// Envoy's precedence. A host with a port is tried as written, then without
-/// it, and only then does `*` catch it, so `domains: [example.com]` serves
-/// `Host: example.com:8080` while `example.com:8080` can still be named alone.
+/// Envoy's precedence: exact, then the longest `*.suffix`, then the longest
+/// `prefix*`, then `*`. A `domains` entry may name a port (`a.com:8080`) or
+/// not (`a.com`): a Host with a port is matched both as written and without
+/// its port, and the better match of the two wins (as written on a tie).
+/// (Envoy itself ignores the port only with `strip_any_host_port`; ringway
+/// always does, so `domains: [a.com]` serves `Host: a.com:8080`.)
 pub fn virtual_host<'a>(table: &'a RouteTable, host: &str) -> Option<&'a VirtualHostConfig> {
     let host = host.to_ascii_lowercase();
     let without_port = strip_port(&host);
-    best_virtual_host(table, &host, false)
-        .or_else(|| best_virtual_host(table, without_port, false))
-        .or_else(|| best_virtual_host(table, &host, true))
+    let as_written = best_virtual_host(table, &host);
+    let portless = if without_port == host { None } else { best_virtual_host(table, without_port) };
+    match (as_written, portless) {
+        (Some((r1, v1)), Some((r2, v2))) => Some(if r2 > r1 { v2 } else { v1 }),
+        (a, b) => a.or(b).map(|(_, v)| v),
+    }
 }
 
-fn best_virtual_host<'a>(table: &'a RouteTable, host: &str, any: bool) -> Option<&'a VirtualHostConfig> {
-    // Rank: exact 3, suffix 2, prefix 1, any 0; ties go to the longer pattern.
+/// The best virtual host for `host` and its rank: (kind, pattern length),
+/// kind 3 exact, 2 suffix, 1 prefix, 0 any.
+fn best_virtual_host<'a>(table: &'a RouteTable, host: &str) -> Option<((u8, usize), &'a VirtualHostConfig)> {
     let mut best: Option<((u8, usize), &VirtualHostConfig)> = None;
     for vh in &table.virtual_hosts {
         for d in &vh.domains {
@@ -33,7 +40,7 @@ fn best_virtual_host<'a>(table: &'a RouteTable, host: &str, any: bool) -> Option
                 DomainMatch::Exact(e) if e == host => (3, e.len()),
                 DomainMatch::Suffix(s) if host.len() > s.len() && host.ends_with(s.as_str()) => (2, s.len()),
                 DomainMatch::Prefix(p) if host.len() > p.len() && host.starts_with(p.as_str()) => (1, p.len()),
-                DomainMatch::Any if any => (0, 0),
+                DomainMatch::Any => (0, 0),
                 _ => continue,
             };
             if best.is_none_or(|(r, _)| rank > r) {
@@ -41,7 +48,7 @@ fn best_virtual_host<'a>(table: &'a RouteTable, host: &str, any: bool) -> Option
             }
         }
     }
-    best.map(|(_, vh)| vh)
+    best
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
@@ -108,6 +115,7 @@ mod tests {
             ("WWW.Example.COM:80", 204),
             ("a:8080", 204),
             ("a:9090", 200),
+            ("api.example.com:8080", 202),
             ("x.example.com", 202),
             ("x.eu.example.com", 203),
             ("api.example.com", 202),

@@ -159,9 +159,7 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
                         Terminal::TcpProxy(tp) => {
                             tp.serve(stream, &tables.clusters, worker.relay, l.config.buffer_limit).await;
                         }
-                        Terminal::Http(hcm) => {
-                            hcm.serve(stream, peer, &tables.clusters, &worker.shared.draining).await;
-                        }
+                        Terminal::Http(_) => crate::http::conn_manager::serve(stream, peer, &worker, index).await,
                     }
                 });
             }

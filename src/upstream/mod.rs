@@ -84,7 +84,38 @@ pub struct Host {
     pub weight: u32,
     pub stats: HostStats,
     /// This core's idle keep-alive connections to the host (HTTP/1.1).
-    idle: RefCell<Vec<TcpStream>>,
+    idle: RefCell<Vec<UpstreamConn>>,
+}
+
+/// An HTTP upstream connection. It counts in the cluster's and the host's
+/// `cx_active` for as long as it lives, pooled or in use, and in
+/// `upstream_cx_destroy` when it closes.
+pub struct UpstreamConn {
+    pub stream: TcpStream,
+    cluster_active: Gauge,
+    host_active: Gauge,
+    destroy: Counter,
+}
+
+impl UpstreamConn {
+    pub fn new(stream: TcpStream, cluster: &ClusterStats, host: &Host) -> Self {
+        cluster.upstream_cx_active.inc();
+        host.stats.cx_active.inc();
+        UpstreamConn {
+            stream,
+            cluster_active: cluster.upstream_cx_active.clone(),
+            host_active: host.stats.cx_active.clone(),
+            destroy: cluster.upstream_cx_destroy.clone(),
+        }
+    }
+}
+
+impl Drop for UpstreamConn {
+    fn drop(&mut self) {
+        self.cluster_active.dec();
+        self.host_active.dec();
+        self.destroy.inc();
+    }
 }
 
 /// Idle connections kept per host per core; more are closed.
@@ -92,10 +123,10 @@ const MAX_IDLE_PER_HOST: usize = 64;
 
 impl Host {
     /// An idle pooled connection that the peer has not closed meanwhile.
-    pub fn take_idle(&self) -> Option<TcpStream> {
+    pub fn take_idle(&self) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
-            if still_open(&conn) {
+            if still_open(&conn.stream) {
                 return Some(conn);
             }
         }
@@ -103,7 +134,7 @@ impl Host {
     }
 
     /// Returns a connection that finished its exchange cleanly to the pool.
-    pub fn release(&self, conn: TcpStream) {
+    pub fn release(&self, conn: UpstreamConn) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < MAX_IDLE_PER_HOST {
             idle.push(conn);
