@@ -501,3 +501,18 @@ fn head_requests_get_bodiless_error_replies() {
     drop(s);
     stop(rig.server);
 }
+
+/// An absolute-form target routes by its own authority and path, and goes
+/// upstream in origin form with that authority as Host.
+#[test]
+fn absolute_form_targets_are_forwarded_in_origin_form() {
+    let rig = rig("");
+    let mut s = connect(rig.addr);
+    let (status, _, body) =
+        exchange(&mut s, b"GET http://shop.example/api/users?id=2 HTTP/1.1\r\nHost: ignored\r\n\r\n");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("GET /users?id=2\nhost=shop.example\n"), "{body}");
+    drop(s);
+    stop(rig.server);
+}

@@ -98,33 +98,34 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut served: u32 = 0;
     loop {
-        let reading = worker.tables();
-        let Some(reader) = manager(&reading, index) else { break };
-        let (head, head_len) = match reader.read_head(&mut down, &mut buf).await {
+        let rules = match manager(&worker.tables(), index) {
+            Some(m) => m.head_rules(),
+            None => break,
+        };
+        let read = read_head(rules, &mut down, &mut buf).await;
+        let tables = worker.tables();
+        let Some(hcm) = manager(&tables, index) else { break };
+        let stats = &hcm.stats;
+        let (head, head_len) = match read {
             HeadRead::Head(h, n) => (h, n),
             HeadRead::Closed => break,
             HeadRead::Refused(e) => {
-                let stats = &reader.stats;
                 stats.downstream_cx_protocol_error.inc();
                 stats.downstream_rq_total.inc();
                 stats.count_status(e.status());
-                let _ = reader.local_reply(&mut down, e.status(), &e.to_string(), false).await;
+                let _ = hcm.local_reply(&mut down, e.status(), &e.to_string(), false).await;
                 break;
             }
             HeadRead::TimedOut => {
-                let stats = &reader.stats;
                 stats.downstream_rq_header_timeout.inc();
                 stats.downstream_rq_total.inc();
                 stats.count_status(408);
-                let _ = reader.local_reply(&mut down, 408, "request header timeout", false).await;
+                let _ = hcm.local_reply(&mut down, 408, "request header timeout", false).await;
                 break;
             }
         };
         buf.drain(..head_len);
         served += 1;
-        let tables = worker.tables();
-        let Some(hcm) = manager(&tables, index) else { break };
-        let stats = &hcm.stats;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
         let last = hcm.config.max_requests_per_connection.is_some_and(|max| served >= max)
@@ -256,32 +257,13 @@ impl HttpConnectionManager {
         Limits { max_head_bytes: self.config.max_head_bytes, max_headers: self.config.max_headers, ..Limits::default() }
     }
 
-    async fn read_head(&self, down: &mut TcpStream, buf: &mut Vec<u8>) -> HeadRead {
-        let limits = self.limits();
-        // Waiting for a request to start is idle time; once bytes arrive, the
-        // head must complete within request_headers_timeout.
-        let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + self.config.request_headers_timeout);
-        loop {
-            match h1::parse_request_head(buf, &limits) {
-                Ok(Some((head, n))) => return HeadRead::Head(head, n),
-                Ok(None) => {}
-                Err(e) => return HeadRead::Refused(e),
-            }
-            let wait = match head_deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => self.config.idle_timeout,
-            };
-            let (r, b) = read_more(down, std::mem::take(buf), wait).await;
-            *buf = b;
-            match r {
-                Ok(0) if buf.is_empty() => return HeadRead::Closed,
-                Ok(0) => return HeadRead::Refused(HeadError::BadRequest("connection closed mid-request")),
-                Ok(_) => {
-                    head_deadline.get_or_insert_with(|| Instant::now() + self.config.request_headers_timeout);
-                }
-                Err(IoFail::Timeout) if head_deadline.is_some() => return HeadRead::TimedOut,
-                Err(_) => return HeadRead::Closed,
-            }
+    /// What reading a request head needs, copied out so no snapshot is held
+    /// while a connection sits idle.
+    fn head_rules(&self) -> HeadRules {
+        HeadRules {
+            limits: self.limits(),
+            request_headers_timeout: self.config.request_headers_timeout,
+            idle_timeout: self.config.idle_timeout,
         }
     }
 
@@ -297,6 +279,7 @@ impl HttpConnectionManager {
         let has_body = head.body != BodyFraming::None;
         let keep_alive = head.keep_alive && !last;
         let (host, path) = route_key(&head);
+        let (host, path) = (host.as_str(), path.as_str());
         let Some(entry) = router::route(&self.config.routes, host, path) else {
             self.stats.no_route.inc();
             // An unread body would be taken for the next request: close instead.
@@ -537,7 +520,11 @@ impl HttpConnectionManager {
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(head.method.as_bytes());
         out.push(b' ');
-        out.extend_from_slice(rewrite.path(&head.target).as_bytes());
+        // Upstream requests are origin-form; an absolute-form target's
+        // authority becomes the Host (RFC 9112 §3.2.2).
+        let absolute = split_absolute(&head.target);
+        let target = absolute.as_ref().map_or(head.target.as_str(), |(_, origin)| origin.as_ref());
+        out.extend_from_slice(rewrite.path(target).as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let hop = hop_by_hop(&head.headers);
         let mut has_xfp = false;
@@ -549,7 +536,7 @@ impl HttpConnectionManager {
                 continue;
             }
             match lower.as_str() {
-                "host" if rewrite.host.is_some() => continue,
+                "host" if rewrite.host.is_some() || absolute.is_some() => continue,
                 // Several x-forwarded-for headers are one list.
                 "x-forwarded-for" => {
                     match &mut xff {
@@ -572,6 +559,8 @@ impl HttpConnectionManager {
         }
         if let Some(h) = rewrite.host {
             push_header(&mut out, b"host", h.as_bytes());
+        } else if let Some((authority, _)) = &absolute {
+            push_header(&mut out, b"host", authority.as_bytes());
         } else if head.minor_version == 0 && head.header("host").is_none() {
             push_header(&mut out, b"host", b"");
         }
@@ -719,19 +708,71 @@ impl HttpConnectionManager {
     }
 }
 
-/// The host and path a request is routed by. An absolute-form target
-/// (`GET http://host/path`) names both; otherwise Host and the origin-form path.
-fn route_key(head: &RequestHead) -> (&str, &str) {
-    let target = head.target.as_str();
-    let without_scheme = target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"));
-    let (host, path_and_query) = match without_scheme {
-        Some(rest) => match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        },
-        None => (head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or(""), target),
+/// An absolute-form target (`GET http://user@host:80/p?q`) split into its
+/// authority (`host:80`, user info dropped) and origin-form rest (`/p?q`).
+fn split_absolute(target: &str) -> Option<(&str, std::borrow::Cow<'_, str>)> {
+    let scheme_end = target.find("://")?;
+    let scheme = &target[..scheme_end];
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let tail = &rest[end..];
+    let origin = if tail.starts_with('/') { tail.into() } else { format!("/{tail}").into() };
+    Some((authority, origin))
+}
+
+/// The host and path a request is routed by. An absolute-form target names
+/// both; otherwise Host and the origin-form path.
+fn route_key(head: &RequestHead) -> (String, String) {
+    let (host, path_and_query) = match split_absolute(&head.target) {
+        Some((authority, origin)) => (authority.to_string(), origin.into_owned()),
+        None => {
+            let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+            (host.to_string(), head.target.clone())
+        }
     };
-    (host, path_and_query.split('?').next().unwrap_or(""))
+    let path = path_and_query.split('?').next().unwrap_or("").to_string();
+    (host, path)
+}
+
+#[derive(Clone, Copy)]
+struct HeadRules {
+    limits: Limits,
+    request_headers_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Reads until `buf` holds a complete request head. Waiting for a request to
+/// start is idle time; once bytes arrive, the head must complete within
+/// `request_headers_timeout`.
+async fn read_head(rules: HeadRules, down: &mut TcpStream, buf: &mut Vec<u8>) -> HeadRead {
+    let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + rules.request_headers_timeout);
+    loop {
+        match h1::parse_request_head(buf, &rules.limits) {
+            Ok(Some((head, n))) => return HeadRead::Head(head, n),
+            Ok(None) => {}
+            Err(e) => return HeadRead::Refused(e),
+        }
+        let wait = match head_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => rules.idle_timeout,
+        };
+        let (r, b) = read_more(down, std::mem::take(buf), wait).await;
+        *buf = b;
+        match r {
+            Ok(0) if buf.is_empty() => return HeadRead::Closed,
+            Ok(0) => return HeadRead::Refused(HeadError::BadRequest("connection closed mid-request")),
+            Ok(_) => {
+                head_deadline.get_or_insert_with(|| Instant::now() + rules.request_headers_timeout);
+            }
+            Err(IoFail::Timeout) if head_deadline.is_some() => return HeadRead::TimedOut,
+            Err(_) => return HeadRead::Closed,
+        }
+    }
 }
 
 enum HeadRead {
@@ -982,6 +1023,22 @@ mod tests {
         assert_eq!(r.path("/api/users?id=1"), "/users?id=1");
         let none = Rewrite { prefix: None, host: None, matched: &m };
         assert_eq!(none.path("/api/x"), "/api/x");
+    }
+
+    #[test]
+    fn absolute_targets_split_into_authority_and_origin() {
+        let cases = [
+            ("http://h/api/x?q=1", Some(("h", "/api/x?q=1"))),
+            ("HTTPS://user:pw@h:8443/", Some(("h:8443", "/"))),
+            ("http://h?q", Some(("h", "/?q"))),
+            ("http://h", Some(("h", "/"))),
+            ("/origin/form", None),
+            ("ftp://h/x", None),
+        ];
+        for (target, want) in cases {
+            let got = split_absolute(target);
+            assert_eq!(got.as_ref().map(|(a, o)| (*a, o.as_ref())), want, "{target}");
+        }
     }
 
     #[test]

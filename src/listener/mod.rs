@@ -61,6 +61,7 @@ pub fn bind_reuseport(
 }
 
 /// Envoy's `listener.<addr>.*` stats, plus this worker's `worker_<n>` ones.
+#[derive(Clone)]
 pub struct ListenerStats {
     pub downstream_cx_total: Counter,
     pub downstream_cx_active: Gauge,
@@ -122,7 +123,11 @@ impl ListenerRt {
 /// is what a reload may not change yet.
 pub fn same_listeners(a: &Snapshot, b: &Snapshot) -> bool {
     a.listeners.len() == b.listeners.len()
-        && a.listeners.iter().zip(&b.listeners).all(|(x, y)| x.name == y.name && x.addr == y.addr)
+        && a.listeners.iter().zip(&b.listeners).all(|(x, y)| {
+            x.name == y.name
+                && x.addr == y.addr
+                && std::mem::discriminant(&x.filter_chain.terminal) == std::mem::discriminant(&y.filter_chain.terminal)
+        })
 }
 
 /// Shortest and longest pause after an accept failure such as EMFILE.
@@ -153,13 +158,22 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
                 let _ = stream.set_nodelay(true);
                 let worker = worker.clone();
                 monoio::spawn(async move {
-                    let _guard = ConnectionGuard::new(&worker, &tables.listeners[index].stats);
+                    // The guard keeps its own stat handles, not the tables.
+                    let stats = tables.listeners[index].stats.clone();
+                    let _guard = ConnectionGuard::new(&worker, &stats);
                     let l = &tables.listeners[index];
                     match &l.terminal {
+                        // A TCP connection lives on the tables it started with.
                         Terminal::TcpProxy(tp) => {
                             tp.serve(stream, &tables.clusters, worker.relay, l.config.buffer_limit).await;
                         }
-                        Terminal::Http(_) => crate::http::conn_manager::serve(stream, peer, &worker, index).await,
+                        // An HTTP connection takes fresh tables per request;
+                        // holding these would keep an old snapshot (and its
+                        // upstream pools) alive for the connection's life.
+                        Terminal::Http(_) => {
+                            drop(tables);
+                            crate::http::conn_manager::serve(stream, peer, &worker, index).await;
+                        }
                     }
                 });
             }

@@ -444,7 +444,7 @@ fn reload(current: &Snapshot, text: Option<String>, path: Option<&std::path::Pat
     if !listener::same_listeners(current, &next) {
         return Err(ConfigError::new(
             "static_resources.listeners",
-            "adding, removing, renaming or moving listeners needs a restart for now",
+            "adding, removing, renaming or moving listeners, or changing their filter type, needs a restart for now",
         ));
     }
     if current.admin.as_ref().map(|a| a.addr) != next.admin.as_ref().map(|a| a.addr) {
