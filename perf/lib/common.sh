@@ -11,13 +11,16 @@ CACHE_DIR="$PERF_DIR/.cache"
 PERFUTIL=(python3 "$PERF_DIR/lib/perfutil.py")
 
 # Topology.  Everything stays on loopback.  The ports are fixed because the
-# files in configs/ name them.
+# files in configs/ name them.  TCP mode by default; use_mode_ports http
+# switches to the HTTP ones.
 HOST=127.0.0.1
 UPSTREAM_PORT=5201   # iperf3 -s
 PROXY_PORT=15201     # every proxy listens here, one at a time
-ADMIN_PORT=9902      # Envoy/ringway admin (tcp-envoy.yaml)
+ADMIN_PORT=9902      # Envoy/ringway admin (<mode>-envoy.yaml)
+HTTP_UPSTREAM_PORT=8000   # nginx-upstream.conf (MODE=http)
+HTTP_PROXY_PORT=18080     # every HTTP proxy listens here, one at a time
 PROXY_CPU=${PROXY_CPU:-0}              # the proxy's one core
-LOAD_CPU=${LOAD_CPU:-1}                # iperf3 client + server share this core
+LOAD_CPU=${LOAD_CPU:-1}                # load generator + upstream share this core
 READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds to wait for a listener
 
 # Scratch dir for logs / JSON of this invocation (see init_work_dir).
@@ -31,6 +34,15 @@ init_work_dir() {
     WORK_DIR_OWNED=1
   fi
   mkdir -p "$WORK_DIR"
+}
+
+# use_mode_ports MODE : set UPSTREAM_PORT/PROXY_PORT for tcp or http.
+use_mode_ports() {
+  case $1 in
+    tcp) UPSTREAM_PORT=5201 PROXY_PORT=15201 ;;
+    http) UPSTREAM_PORT=$HTTP_UPSTREAM_PORT PROXY_PORT=$HTTP_PROXY_PORT ;;
+    *) die "use_mode_ports: unknown mode $1" ;;
+  esac
 }
 
 log() { printf '%s\n' "[perf] $*" >&2; }
@@ -55,7 +67,7 @@ start_bg() {
 # stop_pid PID : TERM the process, wait up to 5s, then KILL it and any
 # descendants it left behind (e.g. nginx workers).
 stop_pid() {
-  local pid=$1 i
+  local pid=$1 i p
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
   local -a tree
   mapfile -t tree < <("${PERFUTIL[@]}" tree "$pid")
@@ -152,14 +164,18 @@ nginx_has_stream() {
   [[ $(nginx -V 2>&1 | tr ' ' '\n' | grep -cx -- '--with-stream') -gt 0 ]]
 }
 
-# ensure_tools NAME... : make sure the named tools exist (iperf3 nginx
-# haproxy perf python3), installing the Debian packages for missing ones.
+# ensure_tools NAME... : make sure the named tools exist (iperf3 wrk nginx
+# nginx-http haproxy perf python3), installing the Debian packages for missing
+# ones.  `nginx` is nginx with the stream module (TCP proxy); `nginx-http`
+# is plain nginx (HTTP upstream and proxy).
 ensure_tools() {
   local -a pkgs=()
   local t
   for t in "$@"; do
     case $t in
       iperf3) command -v iperf3 >/dev/null || pkgs+=(iperf3) ;;
+      wrk) command -v wrk >/dev/null || pkgs+=(wrk) ;;
+      nginx-http) command -v nginx >/dev/null || pkgs+=(nginx) ;;
       nginx)
         command -v nginx >/dev/null || pkgs+=(nginx)
         if ! command -v nginx >/dev/null || ! nginx_has_stream; then
@@ -179,6 +195,7 @@ ensure_tools() {
     esac
   done
   if ((${#pkgs[@]})); then
+    mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
     apt_install "${pkgs[@]}"
   fi
 }
@@ -253,6 +270,27 @@ start_iperf_server() {
     die "iperf3 server did not start; see $WORK_DIR/iperf3-server.log"
 }
 
+# start_http_upstream : nginx (configs/nginx-upstream.conf) on
+# 127.0.0.1:$HTTP_UPSTREAM_PORT, pinned to LOAD_CPU, serving /small and a
+# 1 MiB file /1m generated into the scratch dir.
+HTTP_UPSTREAM_PID=
+start_http_upstream() {
+  "${PERFUTIL[@]}" listening "$UPSTREAM_PORT" &&
+    die "port $UPSTREAM_PORT already in use (another web server on 127.0.0.1:$UPSTREAM_PORT?)"
+  local prefix="$WORK_DIR/upstream"
+  mkdir -p "$prefix/www"
+  head -c 1048576 /dev/urandom >"$prefix/www/1m"
+  # nginx workers run as an unprivileged user (nobody) when started as root:
+  # let them reach the file (mktemp -d creates the scratch dir 0700).
+  chmod 0755 "$WORK_DIR" "$prefix" "$prefix/www"
+  chmod 0644 "$prefix/www/1m"
+  start_bg nginx-upstream "$LOAD_CPU" nginx -c "$CONFIG_DIR/nginx-upstream.conf" \
+    -p "$prefix/" -e "$prefix/error.log" -g "daemon off;"
+  HTTP_UPSTREAM_PID=$BG_PID
+  wait_listen "$UPSTREAM_PORT" "$HTTP_UPSTREAM_PID" ||
+    die "upstream nginx did not start; see $WORK_DIR/nginx-upstream.log and $prefix/error.log"
+}
+
 # proxy_cmd NAME MODE : fill PROXY_CMD with the command line for NAME.
 proxy_cmd() {
   local name=$1 mode=$2
@@ -267,7 +305,8 @@ proxy_cmd() {
     nginx)
       local prefix="$WORK_DIR/nginx" mod
       mkdir -p "$prefix"
-      mod=$(nginx_stream_module)
+      mod=
+      [[ $mode != tcp ]] || mod=$(nginx_stream_module)
       PROXY_CMD=(nginx -c "$CONFIG_DIR/nginx-$mode.conf" -p "$prefix/"
                  -e "$prefix/error.log"
                  -g "${mod:+load_module $mod; }daemon off;")
@@ -285,7 +324,10 @@ proxy_version() {
     ringway)
       local v
       v=$("$RINGWAY_BIN" --version 2>/dev/null | awk 'NF && !n++') || true
+      # The repo's commit, which RINGWAY_BIN need not have been built from:
+      # the binary's mtime tells them apart.
       printf '%s' "${v:-ringway} @ $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo unknown)"
+      printf ' (binary built %s)' "$(date -u -r "$RINGWAY_BIN" '+%Y-%m-%d %H:%M UTC')"
       ;;
     envoy)
       # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
@@ -295,6 +337,8 @@ proxy_version() {
     nginx) nginx -v 2>&1 | sed 's/^nginx version: //' ;;
     haproxy) haproxy -v 2>/dev/null | awk 'NR == 1 {print "haproxy " $3}' ;;
     iperf3) iperf3 --version 2>/dev/null | awk 'NR == 1 {print "iperf3 " $2}' ;;
+    # "wrk debian/4.1.0-3+b2 [epoll] Copyright ..." (and exit status 1)
+    wrk) { wrk -v 2>&1 || true; } | awk 'NR == 1 {print "wrk " $2}' ;;
   esac
 }
 

@@ -6,6 +6,7 @@ Subcommands:
                               (checked in /proc/net/tcp{,6}; no connection
                               is made, so nothing reaches the upstream)
   tree PID                    print PID and all its live descendants
+  alive PID                   exit 0 iff PID exists and is not a zombie
   cputime PID                 print CPU seconds (utime+stime, all threads)
                               used so far by PID's process tree
   affinity PID CPULIST        warn on stderr about threads in PID's tree
@@ -14,18 +15,27 @@ Subcommands:
                               run CMD (an `iperf3 -J` client), sample the
                               proxy tree's CPU time around it and append
                               one JSON line of results to RAW
-  table RAW MD [--title T] [--meta K=V ...] [--baseline NAME]
-                              render RAW as a markdown table, print it and
+  measure --tool wrk --label L --scenario S [--pid PID] --out FILE
+          --append RAW -- CMD...
+                              the same for a `wrk --latency -s latency.lua`
+                              client (HTTP mode)
+  probe URL [--length N]      one GET; exit 0 iff it answers 200 (with an
+                              N-byte body if given)
+  table RAW MD [--mode tcp|http] [--title T] [--meta K=V ...]
+        [--baseline NAME]     render RAW as a markdown table, print it and
                               write it to MD
 """
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -89,6 +99,14 @@ def tree_cpu_seconds(root):
     return ticks / CLK_TCK
 
 
+def is_alive(pid):
+    """True if PID exists and is neither a zombie nor dead."""
+    try:
+        return _stat_fields(f"/proc/{pid}/stat")[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def _parse_cpulist(s):
     cpus = set()
     for part in s.strip().split(","):
@@ -131,9 +149,11 @@ def check_affinity(root, cpulist):
 
 
 def core_times(cores):
-    """{core: (busy_ticks, total_ticks)} from /proc/stat.
+    """{core: (busy_ticks, total_ticks, steal_ticks)} from /proc/stat.
 
     busy = user+nice+system+irq+softirq; total adds idle, iowait and steal.
+    steal: time the hypervisor ran something else while this vCPU wanted
+    to run.
     """
     out = {}
     with open("/proc/stat") as f:
@@ -146,7 +166,7 @@ def core_times(cores):
                 continue
             v = [int(x) for x in cols[1:9]]
             user, nice, system, idle, iowait, irq, softirq, steal = v
-            out[core] = (user + nice + system + irq + softirq, sum(v))
+            out[core] = (user + nice + system + irq + softirq, sum(v), steal)
     return out
 
 
@@ -170,20 +190,20 @@ def is_listening(port):
 # measurement
 # --------------------------------------------------------------------------
 
-def measure(args):
+def _run_sampled(args):
+    """Run args.cmd (stdout to args.out), sampling the proxy tree's CPU time
+    and the listed cores' busy time around it.  Returns (rc, row)."""
     cores = [int(c) for c in args.cores.split(",") if c != ""]
     cpu0 = tree_cpu_seconds(args.pid) if args.pid else None
     core0 = core_times(cores)
     t0 = time.monotonic()
-    with open(args.json, "w") as out:
+    with open(args.out, "w") as out:
         rc = subprocess.call(args.cmd, stdout=out)
     wall = time.monotonic() - t0
     core1 = core_times(cores)
     cpu1 = tree_cpu_seconds(args.pid) if args.pid else None
-
     row = {
         "label": args.label,
-        "streams": args.streams,
         "wall_s": round(wall, 3),
         "cpu_s": None if cpu0 is None else round(cpu1 - cpu0, 3),
         "error": None,
@@ -193,9 +213,34 @@ def measure(args):
                           / max(1, core1[c][1] - core0[c][1]), 1)
             for c in cores if c in core0 and c in core1
         },
+        # % of each core's time stolen by the hypervisor over the run.
+        "core_steal": {
+            str(c): round(100.0 * (core1[c][2] - core0[c][2])
+                          / max(1, core1[c][1] - core0[c][1]), 1)
+            for c in cores if c in core0 and c in core1
+        },
     }
+    return rc, row
+
+
+def _cores_msg(row):
+    if not row["core_busy"]:
+        return ""
+    return ", cores busy " + " ".join(
+        f"{c}:{v:.0f}%" for c, v in row["core_busy"].items())
+
+
+def measure(args):
+    if args.tool == "wrk":
+        return measure_wrk(args)
+    if args.streams is None:
+        print("perfutil: measure: --streams is required for iperf3",
+              file=sys.stderr)
+        return 2
+    rc, row = _run_sampled(args)
+    row = {"label": row.pop("label"), "streams": args.streams, **row}
     try:
-        with open(args.json) as f:
+        with open(args.out) as f:
             doc = json.load(f)
     except (OSError, ValueError) as e:
         doc = {"error": f"iperf3 exit {rc}, unreadable JSON: {e}"}
@@ -222,10 +267,154 @@ def measure(args):
     msg = f"    {args.label} P={args.streams}: {row['bps'] / 1e9:.2f} Gbit/s"
     if row["cpu_s"] is not None:
         msg += f", proxy CPU {100 * row['cpu_s'] / row['seconds']:.0f}%"
-    if row["core_busy"]:
-        msg += ", cores busy " + " ".join(
-            f"{c}:{v:.0f}%" for c, v in row["core_busy"].items())
+    msg += _cores_msg(row)
     print(msg, file=sys.stderr)
+    return 0
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def parse_wrk(text):
+    """Parse the stdout of `wrk --latency -s latency.lua`.
+
+    From wrk's own text: Requests/sec, the --latency table (50/75/90/99 %),
+    "Non-2xx or 3xx responses" and "Socket errors" (both printed only when
+    non-zero).  From latency.lua's done(): p50/p99/p99.9 in microseconds and
+    exact counters.  Latencies are returned in milliseconds.
+    """
+    out = {"non2xx": 0, "sock_errors": {"connect": 0, "read": 0,
+                                        "write": 0, "timeout": 0}}
+    m = re.search(r"^Requests/sec:\s*([0-9.]+)", text, re.M)
+    if m:
+        out["rps"] = float(m.group(1))
+    m = re.search(r"^\s*Non-2xx or 3xx responses:\s*(\d+)", text, re.M)
+    if m:
+        out["non2xx"] = int(m.group(1))
+    m = re.search(r"^\s*Socket errors: connect (\d+), read (\d+), "
+                  r"write (\d+), timeout (\d+)", text, re.M)
+    if m:
+        out["sock_errors"] = dict(zip(("connect", "read", "write", "timeout"),
+                                      map(int, m.groups())))
+    # wrk's table: "     99%    1.23ms"
+    table = {}
+    for pct, val, unit in re.findall(
+            r"^\s+(50|75|90|99)%\s+([0-9.]+)(us|ms|s|m|h)\s*$", text, re.M):
+        table[pct] = float(val) * _UNITS[unit]
+    out["wrk_latency_ms"] = table
+    lat = {}
+    for pct, us in re.findall(r"^perf-latency p([0-9.]+) (\d+)$", text, re.M):
+        lat[pct] = int(us) / 1000.0
+    out["p50_ms"] = lat.get("50", table.get("50"))
+    out["p99_ms"] = lat.get("99", table.get("99"))
+    out["p999_ms"] = lat.get("99.9")
+    m = re.search(r"^perf-summary (.*)$", text, re.M)
+    if m:
+        kv = dict(p.split("=", 1) for p in m.group(1).split())
+        out["requests"] = int(kv["requests"])
+        out["seconds"] = int(kv["duration_us"]) / 1e6
+        out["bytes"] = int(kv["bytes"])
+        out["status_errors"] = int(kv["status"])
+    return out
+
+
+def _suspect(row, proxy_core, shared):
+    """Why a run's numbers are doubtful (other work on the proxy core,
+    hypervisor steal), or None."""
+    why = []
+    busy = row.get("core_busy", {}).get(proxy_core)
+    own = (100 * row["cpu_s"] / row["seconds"]
+           if row.get("cpu_s") is not None and row.get("seconds") else 0)
+    if busy is not None and not shared and busy - own > 15:
+        why.append(f"CPU {proxy_core} {busy:.0f}% busy, proxy {own:.0f}%: "
+                   "something else ran on the proxy core")
+    for c, s in row.get("core_steal", {}).items():
+        if s > 5:
+            why.append(f"{s:.0f}% steal on CPU {c}")
+    return "; ".join(why) or None
+
+
+def measure_wrk(args):
+    rc, row = _run_sampled(args)
+    row = {"label": row.pop("label"), "scenario": args.scenario, **row}
+    if args.pid and not is_alive(args.pid):
+        # Its CPU time is gone with it, and wrk measured a dying proxy.
+        row["error"] = "proxy exited during the run"
+        row["cpu_s"] = None
+    try:
+        with open(args.out) as f:
+            text = f.read()
+    except OSError as e:
+        text = ""
+        row["error"] = f"wrk exit {rc}, no output: {e}"
+    if not row["error"]:
+        w = parse_wrk(text)
+        if "rps" not in w or "requests" not in w or w["p999_ms"] is None:
+            first = text.strip().splitlines()[:1]
+            row["error"] = (f"wrk exited {rc}; unparsable output"
+                            + (f": {first[0]}" if first else ""))
+        else:
+            row.update(w)
+            if w["requests"] == 0:
+                row["error"] = "no request completed"
+    if rc != 0 and not row["error"]:
+        row["error"] = f"wrk exited {rc}"
+
+    with open(args.append, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+    what = f"    {args.label} {args.scenario}"
+    if row["error"]:
+        print(f"{what}: FAILED: {row['error']}", file=sys.stderr)
+        return 1
+    errs = sum(row["sock_errors"].values())
+    msg = (f"{what}: {row['rps']:.0f} req/s, p50 {row['p50_ms']:.2f} ms, "
+           f"p99 {row['p99_ms']:.2f} ms, p99.9 {row['p999_ms']:.2f} ms")
+    if row["cpu_s"] is not None:
+        msg += f", proxy CPU {100 * row['cpu_s'] / row['seconds']:.0f}%"
+    msg += _cores_msg(row)
+    if row["non2xx"] or errs:
+        msg += (f", NON-2xx {row['non2xx']}, socket errors "
+                + " ".join(f"{k} {v}" for k, v in row["sock_errors"].items()))
+    print(msg, file=sys.stderr)
+    # The first of --cores is the proxy's (unless the load shares it).
+    cores = args.cores.split(",") if args.cores else [""]
+    why = _suspect(row, cores[0], cores[0] in cores[1:])
+    if why:
+        print(f"perf: warning: {args.label} {args.scenario}: {why}; this run "
+              "is suspect", file=sys.stderr)
+    if args.min_body and row["requests"] and (
+            row["bytes"] / row["requests"] < args.min_body):
+        print(f"perf: warning: {args.label} {args.scenario}: "
+              f"{row['bytes'] / row['requests']:.0f} bytes per response on "
+              f"average, expected at least {args.min_body}", file=sys.stderr)
+    return 0
+
+
+def probe(args):
+    """One GET; 0 iff status 200 (and the body has --length bytes)."""
+    req = urllib.request.Request(args.url)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            body = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    except (OSError, ValueError) as e:
+        print(f"perf: probe {args.url}: {e}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"perf: probe {args.url}: status {status}, body "
+              f"{body[:200]!r}", file=sys.stderr)
+        return 1
+    if args.length is not None and len(body) != args.length:
+        print(f"perf: probe {args.url}: {len(body)} body bytes, expected "
+              f"{args.length}", file=sys.stderr)
+        return 1
+    if args.body is not None and body != args.body.encode():
+        print(f"perf: probe {args.url}: body {body[:200]!r}, expected "
+              f"{args.body!r}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -260,7 +449,7 @@ def _fmt(x, spec, suffix=""):
     return "n/a" if x is None else f"{x:{spec}}{suffix}"
 
 
-def table(args):
+def table_tcp(args):
     rows = []
     with open(args.raw) as f:
         for line in f:
@@ -366,6 +555,199 @@ def table(args):
     return 0 if all("error" not in a for a in agg.values()) else 1
 
 
+SCENARIOS = {
+    # key: (table label, description for the notes)
+    "small": ("keep-alive /small", "`wrk -t1 -c64 /small`, keep-alive, 12-byte body"),
+    "1m": ("keep-alive /1m", "`wrk -t1 -c16 /1m`, keep-alive, 1 MiB body"),
+    "close": ("close /small", "`wrk -t1 -c64 -H 'Connection: close' /small`, "
+              "a new connection per request"),
+}
+
+
+def _aggregate_http(rows):
+    """Combine the repeats of one (label, scenario) cell.
+
+    req/s and latency percentiles: mean over repeats; non-2xx and socket
+    errors: summed; CPU: total proxy CPU-seconds ÷ total measured seconds.
+    """
+    ok = [r for r in rows if not r.get("error")]
+    if not ok:
+        return {"error": rows[-1].get("error", "failed")}
+    agg = {
+        "n": len(ok),
+        "rps": statistics.mean(r["rps"] for r in ok),
+        "p50": statistics.mean(r["p50_ms"] for r in ok),
+        "p99": statistics.mean(r["p99_ms"] for r in ok),
+        "p999": statistics.mean(r["p999_ms"] for r in ok),
+        "non2xx": sum(r["non2xx"] for r in ok),
+        "sock": {k: sum(r["sock_errors"][k] for r in ok)
+                 for k in ("connect", "read", "write", "timeout")},
+        "cpu": None, "eff": None, "core_busy": {},
+    }
+    for c in ok[0].get("core_busy", {}):
+        vals = [r["core_busy"][c] for r in ok if c in r.get("core_busy", {})]
+        if vals:
+            agg["core_busy"][c] = statistics.mean(vals)
+    if all(r["cpu_s"] is not None for r in ok):
+        cpu_s = sum(r["cpu_s"] for r in ok)
+        secs = sum(r["seconds"] for r in ok)
+        agg["cpu"] = 100.0 * cpu_s / secs
+        # = req/s ÷ CPU fraction: requests served per proxy CPU-second.
+        agg["eff"] = sum(r["requests"] for r in ok) / cpu_s if cpu_s > 0 else None
+    return agg
+
+
+def _fmt_errors(sock):
+    total = sum(sock.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(
+        f"{k} {v}" for k, v in sock.items() if v) + ")"
+
+
+def _md_table(header, body):
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(header)]
+
+    def md_row(cols):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |"
+
+    out = [md_row(header),
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [md_row(b) for b in body]
+    return "\n".join(out)
+
+
+def table_http(args):
+    rows = []
+    with open(args.raw) as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+
+    labels, scens = [], []
+    cells = {}
+    for r in rows:
+        if r["label"] not in labels:
+            labels.append(r["label"])
+        if r["scenario"] not in scens:
+            scens.append(r["scenario"])
+        cells.setdefault((r["label"], r["scenario"]), []).append(r)
+    agg = {k: _aggregate_http(v) for k, v in cells.items()}
+
+    base = args.baseline
+    peers = [lb for lb in labels if lb != base] if base in labels else []
+
+    header = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "p99.9 ms",
+              "non-2xx", "socket errors", "proxy CPU %", "req per CPU-s"]
+    core_cols = []
+    for c, name in ((args.proxy_core, "proxy"), (args.load_core, "load")):
+        if c is not None:
+            core_cols.append((str(c), f"{name} core busy %"))
+    header += [h for _, h in core_cols]
+    header += [f"{base} ÷ {p} (req/s)" if p == "direct"
+               else f"{base} ÷ {p} (req/s · per-CPU)" for p in peers]
+    body = []
+    for s in scens:
+        name = SCENARIOS.get(s, (s, s))[0]
+        for lb in labels:
+            a = agg.get((lb, s))
+            if a is None:
+                continue
+            if "error" in a:
+                body.append([name, lb, "FAILED"]
+                            + [""] * (len(header) - 3))
+                continue
+            line = [name, lb, _fmt(a["rps"], ".0f"), _fmt(a["p50"], ".2f"),
+                    _fmt(a["p99"], ".2f"), _fmt(a["p999"], ".2f"),
+                    str(a["non2xx"]), _fmt_errors(a["sock"]),
+                    _fmt(a["cpu"], ".0f", "%"), _fmt(a["eff"], ".0f")]
+            line += [_fmt(a["core_busy"].get(c), ".0f", "%") for c, _ in core_cols]
+            for p in peers:
+                pa = agg.get((p, s))
+                if lb != base or pa is None or "error" in pa:
+                    line.append("")
+                    continue
+                thr = a["rps"] / pa["rps"] if pa["rps"] else None
+                cell = _fmt(thr, ".2f", "×")
+                if a["eff"] and pa["eff"]:
+                    cell += f" · {a['eff'] / pa['eff']:.2f}×"
+                line.append(cell)
+            body.append(line)
+    tbl = _md_table(header, body)
+
+    failed = sorted({f"{lb} {s}: {r['error']}" for (lb, s), rs in cells.items()
+                     for r in rs if r.get("error")})
+    pc = None if args.proxy_core is None else str(args.proxy_core)
+    shared = args.proxy_core == args.load_core
+    suspect = []
+    for (lb, s), rs in cells.items():
+        for i, r in enumerate(rs, 1):
+            why = None if r.get("error") else _suspect(r, pc, shared)
+            if why:
+                suspect.append(f"{lb} {SCENARIOS.get(s, (s,))[0]} run {i}: {why}")
+    doc = []
+    if args.title:
+        doc += [f"# {args.title}", ""]
+    for kv in args.meta or []:
+        k, _, v = kv.partition("=")
+        doc.append(f"- **{k}**: {v}")
+    if args.meta:
+        doc.append("")
+    doc += [tbl, ""]
+    if failed:
+        doc += ["Failed runs:", ""] + [f"- {f}" for f in failed] + [""]
+    if suspect:
+        doc += ["Suspect runs (included above; other work on the proxy core "
+                "or hypervisor steal > 5%):", ""] + [f"- {x}" for x in suspect] + [""]
+    doc += ["Scenarios: " + "; ".join(
+        f"**{SCENARIOS[s][0]}** = {SCENARIOS[s][1]}" for s in scens
+        if s in SCENARIOS) + f"; each for the run's duration, repeats "
+        "averaged.", ""]
+    if peers:
+        doc += [
+            f"Ratios (on {base} rows): {base} req/s ÷ peer req/s, then "
+            f"{base} req-per-CPU-s ÷ peer req-per-CPU-s, in the same "
+            "scenario. >1× means ringway is better. `direct` has no proxy, "
+            "so only the req/s ratio applies (the fraction of the no-proxy "
+            "ceiling).",
+            "",
+        ]
+    doc += [
+        "Latency percentiles are wrk's (`latency:percentile()` in "
+        "lib/latency.lua), the mean over repeats. non-2xx is wrk's "
+        "\"Non-2xx or 3xx responses\" count (status >= 400); socket errors "
+        "are wrk's connect/read/write/timeout errors (timeout: no response "
+        "within 2 s); both summed over repeats.",
+        "",
+        "proxy CPU % = proxy process tree utime+stime (all threads) ÷ wrk's "
+        "measured interval; req per CPU-s = req/s ÷ (CPU % / 100) = "
+        "requests served per proxy CPU-second.",
+        "",
+    ]
+    if core_cols:
+        doc += [
+            "core busy % = non-idle time (user+nice+system+irq+softirq; "
+            "iowait counts as idle) of the proxy's core and of the load "
+            "core (wrk + upstream nginx), from /proc/stat, whoever ran "
+            "there. A proxy well under 100% with the load core near 100% is "
+            "load-bound: wrk and the upstream, not the proxy, limited req/s.",
+            "",
+        ]
+    text = "\n".join(doc)
+    os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
+    with open(args.md, "w") as f:
+        f.write(text)
+    print(tbl)
+    return 0 if all("error" not in a for a in agg.values()) else 1
+
+
+def table(args):
+    if args.mode == "http":
+        return table_http(args)
+    return table_tcp(args)
+
+
 # --------------------------------------------------------------------------
 
 def main():
@@ -377,6 +759,8 @@ def main():
     p.add_argument("port", type=int)
     p = sub.add_parser("tree")
     p.add_argument("pid", type=int)
+    p = sub.add_parser("alive")
+    p.add_argument("pid", type=int)
     p = sub.add_parser("cputime")
     p.add_argument("pid", type=int)
     p = sub.add_parser("affinity")
@@ -384,18 +768,30 @@ def main():
     p.add_argument("cpulist")
 
     p = sub.add_parser("measure")
+    p.add_argument("--tool", choices=("iperf3", "wrk"), default="iperf3")
     p.add_argument("--label", required=True)
-    p.add_argument("--streams", type=int, required=True)
+    p.add_argument("--streams", type=int, help="iperf3 -P (tool iperf3)")
+    p.add_argument("--scenario", help="HTTP scenario name (tool wrk)")
+    p.add_argument("--min-body", type=int, default=0,
+                   help="warn if responses average fewer bytes (tool wrk)")
     p.add_argument("--pid", type=int, default=0)
-    p.add_argument("--json", required=True)
+    p.add_argument("--out", "--json", dest="out", required=True,
+                   help="where the client's stdout goes")
     p.add_argument("--append", required=True)
     p.add_argument("--cores", default="",
-                   help="comma-separated cores whose busy %% to record")
+                   help="comma-separated cores whose busy %% to record; "
+                        "the first is the proxy's")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("probe")
+    p.add_argument("url")
+    p.add_argument("--length", type=int)
+    p.add_argument("--body")
 
     p = sub.add_parser("table")
     p.add_argument("raw")
     p.add_argument("md")
+    p.add_argument("--mode", choices=("tcp", "http"), default="tcp")
     p.add_argument("--title")
     p.add_argument("--meta", action="append")
     p.add_argument("--baseline", default="ringway")
@@ -408,6 +804,8 @@ def main():
     if args.cmd_name == "tree":
         print("\n".join(map(str, proc_tree(args.pid))))
         return 0
+    if args.cmd_name == "alive":
+        return 0 if is_alive(args.pid) else 1
     if args.cmd_name == "cputime":
         print(f"{tree_cpu_seconds(args.pid):.2f}")
         return 0
@@ -418,7 +816,11 @@ def main():
             args.cmd = args.cmd[1:]
         if not args.cmd:
             ap.error("measure: missing command after --")
+        if args.tool == "wrk" and not args.scenario:
+            ap.error("measure --tool wrk: --scenario is required")
         return measure(args)
+    if args.cmd_name == "probe":
+        return probe(args)
     if args.cmd_name == "table":
         return table(args)
     return 2
