@@ -234,6 +234,8 @@ const ROUTES: &str = r#"            - name: backend
                 route: {cluster: app}
               - match: {prefix: "/chunked"}
                 route: {cluster: chunked}
+              - match: {prefix: "/moved/"}
+                redirect: {host_redirect: "new.example", prefix_rewrite: "/here/", response_code: PERMANENT_REDIRECT}
 "#;
 
 const CHUNKED_REPLY: &[u8] =
@@ -515,4 +517,49 @@ fn absolute_form_targets_are_forwarded_in_origin_form() {
     assert!(body.starts_with("GET /users?id=2\nhost=shop.example\n"), "{body}");
     drop(s);
     stop(rig.server);
+}
+
+#[test]
+fn redirects_answer_with_a_location() {
+    let rig = rig("");
+    let mut s = connect(rig.addr);
+    let (status, head, body) = exchange(&mut s, b"GET /moved/a?b=1 HTTP/1.1\r\nHost: old.example:8080\r\n\r\n");
+    assert_eq!(status, 308, "{head}");
+    assert!(head.contains("location: http://new.example:8080/here/a?b=1\r\n"), "{head}");
+    assert!(body.is_empty());
+    // The connection stays usable.
+    assert_eq!(exchange(&mut s, b"GET /direct HTTP/1.1\r\nHost: x\r\n\r\n").0, 200);
+    wait_until("redirect counted", || stat(&rig.server, "http.ingress.rq_redirect") == 1);
+    drop(s);
+    stop(rig.server);
+}
+
+#[test]
+fn bad_route_actions_are_refused_by_path() {
+    let base = http_yaml(
+        &[("app", closed_port())],
+        ROUTES.split("              - match: {prefix: \"/slow\"}").next().unwrap(),
+        "",
+    );
+    let cases = [
+        (
+            base.replace("route: {cluster: app, prefix_rewrite: \"/\"}", "redirect: {path_redirect: \"nope\"}"),
+            "virtual_hosts[0].routes[0].redirect.path_redirect: must start with /",
+        ),
+        (
+            base.replace(
+                "route: {cluster: app, prefix_rewrite: \"/\"}",
+                "route: {cluster: app}\n                redirect: {https_redirect: true}",
+            ),
+            "virtual_hosts[0].routes[0]: give only one of route, direct_response or redirect",
+        ),
+        (
+            base.replace("route: {cluster: app, prefix_rewrite: \"/\"}", "redirect: {response_code: GONE}"),
+            "virtual_hosts[0].routes[0].redirect.response_code: unknown value `GONE`",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let err = ringway::config::check_str(&yaml, 1).expect_err(want).to_string();
+        assert!(err.contains(want), "want {want} in {err}");
+    }
 }

@@ -353,6 +353,39 @@ pub struct Route {
     pub route: Option<RouteAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<DirectResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectAction>,
+}
+
+envoy_enum! {
+    pub enum RedirectResponseCode {
+        MovedPermanently = "MOVED_PERMANENTLY",
+        Found = "FOUND",
+        SeeOther = "SEE_OTHER",
+        TemporaryRedirect = "TEMPORARY_REDIRECT",
+        PermanentRedirect = "PERMANENT_REDIRECT",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_redirect: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<RedirectResponseCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_query: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -156,6 +156,20 @@ pub enum RouteActionConfig {
         status: u16,
         body: String,
     },
+    Redirect(RedirectConfig),
+}
+
+/// A `redirect` route action: each field replaces that part of the request's
+/// URL in the `location` it answers with.
+#[derive(Debug, Clone)]
+pub struct RedirectConfig {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub status: u16,
+    pub strip_query: bool,
 }
 
 #[derive(Debug, Clone)]

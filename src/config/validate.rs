@@ -418,6 +418,21 @@ fn validate_routes(
                 (None, None, None) => return Err(err(mpath, "give one of prefix, path or safe_regex")),
                 _ => return Err(err(mpath, "give only one of prefix, path or safe_regex")),
             };
+            let given = [r.route.is_some(), r.direct_response.is_some(), r.redirect.is_some()];
+            match given.iter().filter(|g| **g).count() {
+                0 => return Err(err(rpath, "give one of route, direct_response or redirect")),
+                1 => {}
+                _ => return Err(err(rpath, "give only one of route, direct_response or redirect")),
+            }
+            if let Some(rd) = &r.redirect {
+                let dpath = format!("{rpath}.redirect");
+                routes.push(RouteEntry {
+                    path: path_match,
+                    case_sensitive: m.case_sensitive.unwrap_or(true),
+                    action: RouteActionConfig::Redirect(validate_redirect(rd, &dpath)?),
+                });
+                continue;
+            }
             let action = match (&r.route, &r.direct_response) {
                 (Some(a), None) => {
                     let apath = format!("{rpath}.route");
@@ -451,14 +466,60 @@ fn validate_routes(
                     }
                     RouteActionConfig::Direct { status, body }
                 }
-                (None, None) => return Err(err(rpath, "give route or direct_response")),
-                (Some(_), Some(_)) => return Err(err(rpath, "give only one of route or direct_response")),
+                _ => return Err(err(rpath, "give one of route, direct_response or redirect")),
             };
             routes.push(RouteEntry { path: path_match, case_sensitive: m.case_sensitive.unwrap_or(true), action });
         }
         virtual_hosts.push(VirtualHostConfig { name: vh.name.clone(), domains, routes });
     }
     Ok(RouteTable { virtual_hosts })
+}
+
+fn validate_redirect(rd: &raw::RedirectAction, path: &str) -> Result<RedirectConfig, ConfigError> {
+    let scheme = match (rd.https_redirect, &rd.scheme_redirect) {
+        (Some(true), Some(_)) => {
+            return Err(err(format!("{path}.scheme_redirect"), "give https_redirect or scheme_redirect, not both"));
+        }
+        (Some(true), None) => Some("https".to_string()),
+        (_, Some(s)) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
+            Some(s.to_ascii_lowercase())
+        }
+        (_, Some(s)) => return Err(err(format!("{path}.scheme_redirect"), format!("`{s}`: expected http or https"))),
+        _ => None,
+    };
+    if rd.path_redirect.is_some() && rd.prefix_rewrite.is_some() {
+        return Err(err(format!("{path}.prefix_rewrite"), "give path_redirect or prefix_rewrite, not both"));
+    }
+    if let Some(p) = &rd.path_redirect
+        && !p.starts_with('/')
+    {
+        return Err(err(format!("{path}.path_redirect"), "must start with /"));
+    }
+    let port = match rd.port_redirect {
+        None => None,
+        Some(p) => Some(
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| err(format!("{path}.port_redirect"), "must be in 1..=65535"))?,
+        ),
+    };
+    let status = match rd.response_code.unwrap_or(raw::RedirectResponseCode::MovedPermanently) {
+        raw::RedirectResponseCode::MovedPermanently => 301,
+        raw::RedirectResponseCode::Found => 302,
+        raw::RedirectResponseCode::SeeOther => 303,
+        raw::RedirectResponseCode::TemporaryRedirect => 307,
+        raw::RedirectResponseCode::PermanentRedirect => 308,
+    };
+    Ok(RedirectConfig {
+        scheme,
+        host: rd.host_redirect.clone(),
+        port,
+        path: rd.path_redirect.clone(),
+        prefix_rewrite: rd.prefix_rewrite.clone(),
+        status,
+        strip_query: rd.strip_query.unwrap_or(false),
+    })
 }
 
 fn cluster_ref(clusters: &HashMap<&str, ClusterId>, name: &str, path: &str) -> Result<ClusterId, ConfigError> {

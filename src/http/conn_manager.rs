@@ -17,7 +17,7 @@ use monoio::net::TcpStream;
 
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
-use crate::config::{HcmConfig, RouteActionConfig};
+use crate::config::{HcmConfig, PathMatch, RedirectConfig, RouteActionConfig};
 use crate::listener::Terminal;
 use crate::runtime::worker::{CoreTables, Worker};
 use crate::stats::{Counter, Gauge, Shard, StatKey};
@@ -46,6 +46,7 @@ pub struct HttpStats {
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_too_large: Counter,
     pub rq_direct_response: Counter,
+    pub rq_redirect: Counter,
     pub no_route: Counter,
 }
 
@@ -72,6 +73,7 @@ impl HttpStats {
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_too_large: c("downstream_rq_too_large"),
             rq_direct_response: c("rq_direct_response"),
+            rq_redirect: c("rq_redirect"),
             no_route: c("no_route"),
         }
     }
@@ -294,6 +296,13 @@ impl HttpConnectionManager {
                 let ok = self.local_reply_head_aware(down, *status, body, reusable, &head.method).await;
                 Outcome { status: *status, reusable: reusable && ok }
             }
+            RouteActionConfig::Redirect(rd) => {
+                self.stats.rq_redirect.inc();
+                let location = redirect_location(rd, &entry.path, host, &head.target);
+                let reusable = keep_alive && !has_body;
+                let ok = self.redirect_reply(down, rd.status, &location, reusable).await;
+                Outcome { status: rd.status, reusable: reusable && ok }
+            }
             RouteActionConfig::Cluster { cluster, prefix_rewrite, host_rewrite, timeout } => {
                 let cluster = clusters.get(*cluster);
                 let rewrite =
@@ -301,6 +310,19 @@ impl HttpConnectionManager {
                 self.proxy(down, buf, &head, peer, cluster, rewrite, *timeout, keep_alive).await
             }
         }
+    }
+
+    async fn redirect_reply(&self, down: &mut TcpStream, status: u16, location: &str, keep_alive: bool) -> bool {
+        let mut out = Vec::with_capacity(256 + location.len());
+        out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        push_header(&mut out, b"location", location.as_bytes());
+        push_header(&mut out, b"content-length", b"0");
+        push_header(&mut out, b"server", self.config.server_name.as_bytes());
+        if !keep_alive {
+            push_header(&mut out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+        write_all(down, out, self.config.stream_idle_timeout).await.0.is_ok()
     }
 
     /// A response ringway writes itself (direct responses, errors).
@@ -725,6 +747,46 @@ fn split_absolute(target: &str) -> Option<(&str, std::borrow::Cow<'_, str>)> {
     Some((authority, origin))
 }
 
+/// The `location` of a redirect: the request's URL with the parts the
+/// route's `redirect` names replaced.
+fn redirect_location(rd: &RedirectConfig, matched: &PathMatch, host: &str, target: &str) -> String {
+    let origin = split_absolute(target).map_or_else(|| target.to_string(), |(_, o)| o.into_owned());
+    let (path, query) = match origin.find('?') {
+        Some(i) => (&origin[..i], &origin[i..]),
+        None => (origin.as_str(), ""),
+    };
+    let scheme = rd.scheme.as_deref().unwrap_or("http");
+    let (host_name, host_port) = match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) && !host[..i].contains(':') => {
+            (&host[..i], Some(&host[i + 1..]))
+        }
+        Some(i) if host.starts_with('[') && host[..i].ends_with(']') => (&host[..i], Some(&host[i + 1..])),
+        _ => (host, None),
+    };
+    let host_name = rd.host.as_deref().unwrap_or(host_name);
+    let port = match (rd.port, host_port) {
+        (Some(p), _) => Some(p.to_string()),
+        // A new scheme drops the old scheme's port.
+        (None, Some(p)) if rd.scheme.is_none() && !p.is_empty() => Some(p.to_string()),
+        _ => None,
+    };
+    let new_path = match (&rd.path, &rd.prefix_rewrite, matched) {
+        (Some(p), _, _) => p.clone(),
+        (None, Some(rw), PathMatch::Prefix(prefix))
+            if path.len() >= prefix.len() && path.is_char_boundary(prefix.len()) =>
+        {
+            format!("{rw}{}", &path[prefix.len()..])
+        }
+        (None, Some(rw), _) => rw.clone(),
+        (None, None, _) => path.to_string(),
+    };
+    // A query in path_redirect replaces the request's; otherwise it is kept
+    // unless strip_query.
+    let query = if new_path.contains('?') || rd.strip_query { "" } else { query };
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host_name}{port}{new_path}{query}")
+}
+
 /// The host and path a request is routed by. An absolute-form target names
 /// both; otherwise Host and the origin-form path.
 fn route_key(head: &RequestHead) -> (String, String) {
@@ -1038,6 +1100,43 @@ mod tests {
         for (target, want) in cases {
             let got = split_absolute(target);
             assert_eq!(got.as_ref().map(|(a, o)| (*a, o.as_ref())), want, "{target}");
+        }
+    }
+
+    #[test]
+    fn redirects_replace_only_what_they_name() {
+        let base = RedirectConfig {
+            scheme: None,
+            host: None,
+            port: None,
+            path: None,
+            prefix_rewrite: None,
+            status: 301,
+            strip_query: false,
+        };
+        let prefix = PathMatch::Prefix("/old/".into());
+        let https = RedirectConfig { scheme: Some("https".into()), ..base.clone() };
+        let cases = [
+            (&https, "a.com:8080", "/x?q=1", "https://a.com/x?q=1"),
+            (&RedirectConfig { host: Some("b.com".into()), ..base.clone() }, "a.com:8080", "/x", "http://b.com:8080/x"),
+            (&RedirectConfig { port: Some(9000), ..base.clone() }, "a.com", "/x", "http://a.com:9000/x"),
+            (&RedirectConfig { path: Some("/new".into()), ..base.clone() }, "a.com", "/x?q=1", "http://a.com/new?q=1"),
+            (
+                &RedirectConfig { path: Some("/new?z=2".into()), ..base.clone() },
+                "a.com",
+                "/x?q=1",
+                "http://a.com/new?z=2",
+            ),
+            (
+                &RedirectConfig { prefix_rewrite: Some("/new/".into()), ..base.clone() },
+                "a.com",
+                "/old/p",
+                "http://a.com/new/p",
+            ),
+            (&RedirectConfig { strip_query: true, ..base.clone() }, "a.com", "/x?q=1", "http://a.com/x"),
+        ];
+        for (rd, host, target, want) in cases {
+            assert_eq!(redirect_location(rd, &prefix, host, target), want, "{target}");
         }
     }
 

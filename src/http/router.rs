@@ -87,7 +87,7 @@ mod tests {
     fn tag(e: Option<&RouteEntry>) -> Option<u16> {
         match e?.action {
             RouteActionConfig::Direct { status, .. } => Some(status),
-            RouteActionConfig::Cluster { .. } => None,
+            RouteActionConfig::Cluster { .. } | RouteActionConfig::Redirect(_) => None,
         }
     }
 
