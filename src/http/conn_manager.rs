@@ -764,6 +764,11 @@ fn redirect_location(rd: &RedirectConfig, matched: &PathMatch, host: &str, targe
         _ => (host, None),
     };
     let host_name = rd.host.as_deref().unwrap_or(host_name);
+    // A host_redirect that names its own port replaces the request's port.
+    let redirect_has_port = rd.host.as_deref().is_some_and(|h| {
+        h.rsplit_once(':').is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    let host_port = if redirect_has_port { None } else { host_port };
     let port = match (rd.port, host_port) {
         (Some(p), _) => Some(p.to_string()),
         // A new scheme drops the old scheme's port.
@@ -1120,6 +1125,12 @@ mod tests {
             (&https, "a.com:8080", "/x?q=1", "https://a.com/x?q=1"),
             (&RedirectConfig { host: Some("b.com".into()), ..base.clone() }, "a.com:8080", "/x", "http://b.com:8080/x"),
             (&RedirectConfig { port: Some(9000), ..base.clone() }, "a.com", "/x", "http://a.com:9000/x"),
+            (
+                &RedirectConfig { host: Some("b.com:81".into()), ..base.clone() },
+                "a.com:8080",
+                "/x",
+                "http://b.com:81/x",
+            ),
             (&RedirectConfig { path: Some("/new".into()), ..base.clone() }, "a.com", "/x?q=1", "http://a.com/new?q=1"),
             (
                 &RedirectConfig { path: Some("/new?z=2".into()), ..base.clone() },
