@@ -107,6 +107,9 @@ impl HttpUpstream {
                             get("connection")
                         )
                         .into_bytes();
+                        for (k, v) in hs.iter().filter(|(k, _)| k.starts_with("x-test")) {
+                            out.extend_from_slice(format!("{k}={v}\n").as_bytes());
+                        }
                         out.extend_from_slice(&body);
                         let head = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nServer: upstream\r\nX-Up: 1\r\n\r\n",
@@ -562,4 +565,54 @@ fn bad_route_actions_are_refused_by_path() {
         let err = ringway::config::check_str(&yaml, 1).expect_err(want).to_string();
         assert!(err.contains(want), "want {want} in {err}");
     }
+}
+
+/// Header additions and removals at route, virtual host and route-config
+/// level, in Envoy's order, on both the request and the response.
+#[test]
+fn header_mutations_apply_to_requests_and_responses() {
+    let upstream = HttpUpstream::start();
+    let routes = r#"            - name: mut
+              domains: ["*"]
+              request_headers_to_add: [{header: {key: x-test-vh, value: vhost}}]
+              response_headers_to_add: [{header: {key: x-resp-vh, value: "1"}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: app}
+                request_headers_to_add:
+                - {header: {key: x-test-route, value: route}}
+                - {header: {key: x-test-keep, value: added}, append_action: ADD_IF_ABSENT}
+                - {header: {key: x-test-over, value: "100%%"}, append: false}
+                request_headers_to_remove: [x-test-secret]
+                response_headers_to_remove: [x-up]
+"#;
+    let server = start(&http_yaml(&[("app", upstream.addr)], routes, ""), opts(1));
+    let mut s = connect(server.listener_addr("web").unwrap());
+    let (status, head, body) = exchange(
+        &mut s,
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Test-Secret: s\r\nX-Test-Keep: client\r\nX-Test-Over: old\r\n\r\n",
+    );
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200);
+    assert!(!body.contains("x-test-secret"), "{body}");
+    assert!(body.contains("x-test-keep=client\n") && !body.contains("x-test-keep=added"), "{body}");
+    assert!(body.contains("x-test-over=100%\n") && !body.contains("x-test-over=old"), "{body}");
+    assert!(body.contains("x-test-route=route\n") && body.contains("x-test-vh=vhost\n"), "{body}");
+    assert!(!head.contains("X-Up"), "{head}");
+    assert!(head.contains("x-resp-vh: 1\r\n"), "{head}");
+    drop(s);
+    stop(server);
+
+    let bad = http_yaml(
+        &[("app", upstream.addr)],
+        &routes.replace("value: route", "value: \"%DOWNSTREAM_REMOTE_ADDRESS%\""),
+        "",
+    );
+    let err = ringway::config::check_str(&bad, 1).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "routes[0].request_headers_to_add[0].header.value: %VARIABLE% substitutions are not supported yet"
+        ),
+        "{err}"
+    );
 }

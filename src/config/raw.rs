@@ -331,6 +331,43 @@ pub struct RouteConfiguration {
     pub name: String,
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_remove: Vec<String>,
+}
+
+/// A header to add (`request_headers_to_add` and friends).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValueOption {
+    pub header: HeaderValue,
+    /// v2-era: true (the default) appends, false overwrites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append_action: Option<HeaderAppendAction>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValue {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+envoy_enum! {
+    pub enum HeaderAppendAction {
+        AppendIfExistsOrAdd = "APPEND_IF_EXISTS_OR_ADD",
+        AddIfAbsent = "ADD_IF_ABSENT",
+        OverwriteIfExistsOrAdd = "OVERWRITE_IF_EXISTS_OR_ADD",
+        OverwriteIfExists = "OVERWRITE_IF_EXISTS",
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -340,6 +377,14 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -355,6 +400,14 @@ pub struct Route {
     pub direct_response: Option<DirectResponse>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<RedirectAction>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 envoy_enum! {

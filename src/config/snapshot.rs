@@ -133,6 +133,39 @@ pub struct RouteEntry {
     pub path: PathMatch,
     pub case_sensitive: bool,
     pub action: RouteActionConfig,
+    /// Route, then virtual host, then route-config header changes, in
+    /// Envoy's order, for requests sent upstream.
+    pub request_headers: HeaderMutations,
+    /// The same for responses from upstream.
+    pub response_headers: HeaderMutations,
+}
+
+/// Headers to remove, then headers to add, names lower-cased.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderMutations {
+    pub remove: Vec<String>,
+    pub add: Vec<HeaderAdd>,
+}
+
+impl HeaderMutations {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderAdd {
+    pub name: String,
+    pub value: String,
+    pub action: AppendAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendAction {
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
 }
 
 #[derive(Debug, Clone)]

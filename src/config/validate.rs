@@ -370,6 +370,8 @@ fn validate_routes(
     path: &str,
     clusters: &HashMap<&str, ClusterId>,
 ) -> Result<RouteTable, ConfigError> {
+    let global_req = header_mutations(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request")?;
+    let global_resp = header_mutations(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response")?;
     let mut virtual_hosts = Vec::new();
     let mut seen_domains: HashMap<String, usize> = HashMap::new();
     for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
@@ -399,9 +401,17 @@ fn validate_routes(
                 _ => DomainMatch::Exact(lower),
             });
         }
+        let vh_req = header_mutations(&vh.request_headers_to_add, &vh.request_headers_to_remove, &vpath, "request")?;
+        let vh_resp =
+            header_mutations(&vh.response_headers_to_add, &vh.response_headers_to_remove, &vpath, "response")?;
         let mut routes = Vec::new();
         for (ri, r) in vh.routes.iter().enumerate() {
             let rpath = format!("{vpath}.routes[{ri}]");
+            let r_req = header_mutations(&r.request_headers_to_add, &r.request_headers_to_remove, &rpath, "request")?;
+            let r_resp =
+                header_mutations(&r.response_headers_to_add, &r.response_headers_to_remove, &rpath, "response")?;
+            let request_headers = combine(&[&r_req, &vh_req, &global_req]);
+            let response_headers = combine(&[&r_resp, &vh_resp, &global_resp]);
             let m = &r.route_match;
             let mpath = format!("{rpath}.match");
             let path_match = match (&m.prefix, &m.path, &m.safe_regex) {
@@ -430,6 +440,8 @@ fn validate_routes(
                     path: path_match,
                     case_sensitive: m.case_sensitive.unwrap_or(true),
                     action: RouteActionConfig::Redirect(validate_redirect(rd, &dpath)?),
+                    request_headers,
+                    response_headers,
                 });
                 continue;
             }
@@ -468,11 +480,83 @@ fn validate_routes(
                 }
                 _ => return Err(err(rpath, "give one of route, direct_response or redirect")),
             };
-            routes.push(RouteEntry { path: path_match, case_sensitive: m.case_sensitive.unwrap_or(true), action });
+            routes.push(RouteEntry {
+                path: path_match,
+                case_sensitive: m.case_sensitive.unwrap_or(true),
+                action,
+                request_headers,
+                response_headers,
+            });
         }
         virtual_hosts.push(VirtualHostConfig { name: vh.name.clone(), domains, routes });
     }
     Ok(RouteTable { virtual_hosts })
+}
+
+/// One level's `*_headers_to_add` / `*_headers_to_remove`.
+fn header_mutations(
+    add: &[raw::HeaderValueOption],
+    remove: &[String],
+    path: &str,
+    side: &str,
+) -> Result<HeaderMutations, ConfigError> {
+    let valid_name =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let mut out = HeaderMutations::default();
+    for (i, name) in remove.iter().enumerate() {
+        let p = format!("{path}.{side}_headers_to_remove[{i}]");
+        let lower = name.to_ascii_lowercase();
+        if !valid_name(&lower) {
+            return Err(err(p, format!("`{name}` is not a valid header name")));
+        }
+        if side == "request" && lower == "host" {
+            return Err(err(p, "host cannot be removed"));
+        }
+        out.remove.push(lower);
+    }
+    for (i, h) in add.iter().enumerate() {
+        let p = format!("{path}.{side}_headers_to_add[{i}]");
+        let lower = h.header.key.to_ascii_lowercase();
+        if !valid_name(&lower) {
+            return Err(err(format!("{p}.header.key"), format!("`{}` is not a valid header name", h.header.key)));
+        }
+        if h.header.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(err(format!("{p}.header.value"), "must not contain CR, LF or NUL"));
+        }
+        // Envoy expands %VARIABLE% here; ringway does not yet, so say so
+        // rather than send the placeholder.
+        if h.header.value.replace("%%", "").contains('%') {
+            return Err(err(
+                format!("{p}.header.value"),
+                "%VARIABLE% substitutions are not supported yet (write %% for a literal %)",
+            ));
+        }
+        if h.append.is_some() && h.append_action.is_some() {
+            return Err(err(format!("{p}.append"), "give append or append_action, not both"));
+        }
+        let action = match (h.append_action, h.append) {
+            (Some(raw::HeaderAppendAction::AppendIfExistsOrAdd), _) | (None, Some(true) | None) => {
+                AppendAction::AppendIfExistsOrAdd
+            }
+            (Some(raw::HeaderAppendAction::AddIfAbsent), _) => AppendAction::AddIfAbsent,
+            (Some(raw::HeaderAppendAction::OverwriteIfExistsOrAdd), _) | (None, Some(false)) => {
+                AppendAction::OverwriteIfExistsOrAdd
+            }
+            (Some(raw::HeaderAppendAction::OverwriteIfExists), _) => AppendAction::OverwriteIfExists,
+        };
+        out.add.push(HeaderAdd { name: lower, value: h.header.value.replace("%%", "%"), action });
+    }
+    Ok(out)
+}
+
+/// Levels in application order (most specific first), flattened.
+fn combine(levels: &[&HeaderMutations]) -> HeaderMutations {
+    let mut out = HeaderMutations::default();
+    for l in levels {
+        out.remove.extend(l.remove.iter().cloned());
+        out.add.extend(l.add.iter().cloned());
+    }
+    out
 }
 
 fn validate_redirect(rd: &raw::RedirectAction, path: &str) -> Result<RedirectConfig, ConfigError> {

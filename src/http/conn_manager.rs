@@ -17,7 +17,7 @@ use monoio::net::TcpStream;
 
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
-use crate::config::{HcmConfig, PathMatch, RedirectConfig, RouteActionConfig};
+use crate::config::{AppendAction, HcmConfig, HeaderMutations, PathMatch, RedirectConfig, RouteActionConfig};
 use crate::listener::Terminal;
 use crate::runtime::worker::{CoreTables, Worker};
 use crate::stats::{Counter, Gauge, Shard, StatKey};
@@ -305,8 +305,13 @@ impl HttpConnectionManager {
             }
             RouteActionConfig::Cluster { cluster, prefix_rewrite, host_rewrite, timeout } => {
                 let cluster = clusters.get(*cluster);
-                let rewrite =
-                    Rewrite { prefix: prefix_rewrite.as_deref(), host: host_rewrite.as_deref(), matched: &entry.path };
+                let rewrite = Rewrite {
+                    prefix: prefix_rewrite.as_deref(),
+                    host: host_rewrite.as_deref(),
+                    matched: &entry.path,
+                    request_headers: &entry.request_headers,
+                    response_headers: &entry.response_headers,
+                };
                 self.proxy(down, buf, &head, peer, cluster, rewrite, *timeout, keep_alive).await
             }
         }
@@ -453,8 +458,13 @@ impl HttpConnectionManager {
         let framing = if no_body { ResponseFraming::None } else { response.framing };
         let downstream_keeps = keep_alive && framing != ResponseFraming::UntilClose;
         let service_ms = started.elapsed().as_millis();
-        let mut out =
-            self.downstream_response_head(&response, &ubuf[..response.head_len], downstream_keeps, service_ms);
+        let mut out = self.downstream_response_head(
+            &response,
+            &ubuf[..response.head_len],
+            rewrite.response_headers,
+            downstream_keeps,
+            service_ms,
+        );
         ubuf.drain(..response.head_len);
         // A sized body already read rides in the same write as the head (the
         // usual case for small responses: one write instead of two).
@@ -554,7 +564,7 @@ impl HttpConnectionManager {
         let mut xff: Option<Vec<u8>> = None;
         for (name, value) in &head.headers {
             let lower = name.to_ascii_lowercase();
-            if hop.contains(&lower) || lower == "expect" {
+            if hop.contains(&lower) || lower == "expect" || drops(rewrite.request_headers, &lower) {
                 continue;
             }
             match lower.as_str() {
@@ -604,22 +614,31 @@ impl HttpConnectionManager {
         if !has_request_id && self.config.generate_request_id {
             push_header(&mut out, b"x-request-id", uuid4(&self.rng).as_bytes());
         }
+        push_adds(&mut out, rewrite.request_headers, &head.headers);
         out.extend_from_slice(b"\r\n");
         out
     }
 
-    fn downstream_response_head(&self, r: &ResponseHead, raw: &[u8], keep_alive: bool, service_ms: u128) -> Vec<u8> {
+    fn downstream_response_head(
+        &self,
+        r: &ResponseHead,
+        raw: &[u8],
+        mutations: &HeaderMutations,
+        keep_alive: bool,
+        service_ms: u128,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(raw.len() + 128);
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, r.reason).as_bytes());
         let hop = hop_by_hop(&r.headers);
         for (name, value) in &r.headers {
             let lower = name.to_ascii_lowercase();
             // Framing is re-added below as this hop frames it.
-            if hop.contains(&lower) || lower == "server" || lower == "transfer-encoding" {
+            if hop.contains(&lower) || lower == "server" || lower == "transfer-encoding" || drops(mutations, &lower) {
                 continue;
             }
             push_header(&mut out, name.as_bytes(), value);
         }
+        push_adds(&mut out, mutations, &r.headers);
         if r.framing == ResponseFraming::Chunked {
             push_header(&mut out, b"transfer-encoding", b"chunked");
         }
@@ -860,6 +879,8 @@ struct Rewrite<'a> {
     prefix: Option<&'a str>,
     host: Option<&'a str>,
     matched: &'a crate::config::PathMatch,
+    request_headers: &'a HeaderMutations,
+    response_headers: &'a HeaderMutations,
 }
 
 impl Rewrite<'_> {
@@ -977,6 +998,34 @@ fn hop_by_hop(headers: &[(String, Vec<u8>)]) -> Vec<String> {
     hop
 }
 
+/// Whether a header named `lower` from the other side is dropped by `m`:
+/// removed, or about to be overwritten by one of its adds.
+fn drops(m: &HeaderMutations, lower: &str) -> bool {
+    !m.is_empty()
+        && (m.remove.iter().any(|r| r == lower)
+            || m.add.iter().any(|a| {
+                a.name == lower
+                    && matches!(a.action, AppendAction::OverwriteIfExistsOrAdd | AppendAction::OverwriteIfExists)
+            }))
+}
+
+/// Writes `m`'s adds; `original` (the other side's headers) decides the
+/// conditional ones. A header removed by `m` counts as absent.
+fn push_adds(out: &mut Vec<u8>, m: &HeaderMutations, original: &[(String, Vec<u8>)]) {
+    let present =
+        |name: &str| !m.remove.iter().any(|r| r == name) && original.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    for a in &m.add {
+        let write = match a.action {
+            AppendAction::AppendIfExistsOrAdd | AppendAction::OverwriteIfExistsOrAdd => true,
+            AppendAction::AddIfAbsent => !present(&a.name),
+            AppendAction::OverwriteIfExists => present(&a.name),
+        };
+        if write {
+            push_header(out, a.name.as_bytes(), a.value.as_bytes());
+        }
+    }
+}
+
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -1086,9 +1135,16 @@ mod tests {
     #[test]
     fn prefix_rewrite_keeps_the_rest_and_the_query() {
         let m = crate::config::PathMatch::Prefix("/api/".into());
-        let r = Rewrite { prefix: Some("/"), host: None, matched: &m };
+        let none_headers = HeaderMutations::default();
+        let r = Rewrite {
+            prefix: Some("/"),
+            host: None,
+            matched: &m,
+            request_headers: &none_headers,
+            response_headers: &none_headers,
+        };
         assert_eq!(r.path("/api/users?id=1"), "/users?id=1");
-        let none = Rewrite { prefix: None, host: None, matched: &m };
+        let none = Rewrite { prefix: None, ..r };
         assert_eq!(none.path("/api/x"), "/api/x");
     }
 

@@ -81,7 +81,13 @@ mod tests {
     use crate::config::RouteActionConfig;
 
     fn entry(path: PathMatch, case_sensitive: bool, tag: u16) -> RouteEntry {
-        RouteEntry { path, case_sensitive, action: RouteActionConfig::Direct { status: tag, body: String::new() } }
+        RouteEntry {
+            path,
+            case_sensitive,
+            action: RouteActionConfig::Direct { status: tag, body: String::new() },
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+        }
     }
 
     fn tag(e: Option<&RouteEntry>) -> Option<u16> {
