@@ -16,6 +16,7 @@
 //! [`config`] builds the [`config::Snapshot`] they run on, [`runtime`] starts
 //! and feeds the workers, [`stats`] and [`admin`] report.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod http;

@@ -6,217 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
+use common::http::*;
 use common::*;
-
-/// An HTTP/1.1 upstream that answers every request with a description of it:
-/// `METHOD TARGET`, then selected headers, then the request body. Keep-alive.
-struct HttpUpstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-/// Request line, lower-cased headers, decoded body.
-type SeenRequest = (String, Vec<(String, String)>, Vec<u8>);
-
-fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<SeenRequest> {
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
-            let line = format!("{} {}", req.method.unwrap(), req.path.unwrap());
-            let hs: Vec<(String, String)> = req
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            buf.drain(..n);
-            let cl = hs.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse::<usize>().unwrap());
-            let chunked = hs.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-            let mut body = Vec::new();
-            if let Some(len) = cl {
-                while buf.len() < len {
-                    let mut tmp = [0u8; 65536];
-                    let n = c.read(&mut tmp).ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                }
-                body = buf.drain(..len).collect();
-            } else if chunked {
-                // Decode the chunked body (test upstream: trusts its input).
-                loop {
-                    while !buf.windows(2).any(|w| w == b"\r\n") {
-                        let mut tmp = [0u8; 65536];
-                        let n = c.read(&mut tmp).ok()?;
-                        buf.extend_from_slice(&tmp[..n]);
-                    }
-                    let eol = buf.windows(2).position(|w| w == b"\r\n").unwrap();
-                    let size =
-                        usize::from_str_radix(std::str::from_utf8(&buf[..eol]).unwrap().split(';').next().unwrap(), 16)
-                            .unwrap();
-                    buf.drain(..eol + 2);
-                    while buf.len() < size + 2 {
-                        let mut tmp = [0u8; 65536];
-                        let n = c.read(&mut tmp).ok()?;
-                        buf.extend_from_slice(&tmp[..n]);
-                    }
-                    if size == 0 {
-                        buf.drain(..2);
-                        break;
-                    }
-                    body.extend_from_slice(&buf[..size]);
-                    buf.drain(..size + 2);
-                }
-            }
-            return Some((line, hs, body));
-        }
-        let mut tmp = [0u8; 65536];
-        let n = c.read(&mut tmp).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-}
-
-impl HttpUpstream {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let count = connections.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut c) = conn else { continue };
-                count.fetch_add(1, Ordering::AcqRel);
-                std::thread::spawn(move || {
-                    let mut buf = Vec::new();
-                    while let Some((line, hs, body)) = read_request(&mut c, &mut buf) {
-                        let get = |k: &str| hs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-                        let mut out = format!(
-                            "{line}\nhost={}\nxfp={}\nxff={}\nrid={}\nconnection={}\n",
-                            get("host"),
-                            get("x-forwarded-proto"),
-                            get("x-forwarded-for"),
-                            !get("x-request-id").is_empty(),
-                            get("connection")
-                        )
-                        .into_bytes();
-                        for (k, v) in hs.iter().filter(|(k, _)| k.starts_with("x-test")) {
-                            out.extend_from_slice(format!("{k}={v}\n").as_bytes());
-                        }
-                        out.extend_from_slice(&body);
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nServer: upstream\r\nX-Up: 1\r\n\r\n",
-                            out.len()
-                        );
-                        if c.write_all(head.as_bytes()).is_err() || c.write_all(&out).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        HttpUpstream { addr, connections }
-    }
-}
-
-/// A raw upstream that answers every connection with `reply` (or nothing).
-fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = c.read(&mut buf);
-                if !reply.is_empty() {
-                    let _ = c.write_all(reply);
-                }
-                // Hold the connection until the peer goes away.
-                while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
-}
-
-fn http_yaml(clusters: &[(&str, SocketAddr)], routes: &str, extra_hcm: &str) -> String {
-    let clusters: String = clusters
-        .iter()
-        .map(|(name, a)| {
-            format!(
-                "  - name: {name}\n    connect_timeout: 0.5s\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: \"{}\", port_value: {}}}}}}}\n",
-                a.ip(),
-                a.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-static_resources:
-  listeners:
-  - name: web
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-{extra_hcm}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-          route_config:
-            name: local
-            virtual_hosts:
-{routes}
-  clusters:
-{clusters}"#
-    )
-}
-
-/// Sends raw request bytes, reads one response; returns (status, head, body).
-fn exchange(s: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
-    s.write_all(request).unwrap();
-    read_response(s)
-}
-
-fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 65536];
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let status = resp.code.unwrap();
-            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let cl: usize = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
-                .unwrap_or(0);
-            while buf.len() < n + cl {
-                let k = s.read(&mut tmp).unwrap();
-                assert!(k > 0, "connection closed mid-body");
-                buf.extend_from_slice(&tmp[..k]);
-            }
-            return (status, head, buf[n..n + cl].to_vec());
-        }
-        let k = s.read(&mut tmp).unwrap();
-        assert!(k > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&tmp[..k]);
-    }
-}
 
 const ROUTES: &str = r#"            - name: backend
               domains: ["*"]
@@ -305,6 +99,15 @@ fn requests_route_rewrite_and_count() {
     }
     assert_eq!(st("cluster.app.upstream_cx_total"), 1);
     assert_eq!(st("http.ingress.downstream_cx_total"), 1);
+    // Latency histograms reach the admin within a flush interval (1 s).
+    let admin = rig.server.admin_addr().unwrap();
+    wait_until("histogram samples flushed", || {
+        let (_, prom) = admin_get(admin, "/stats/prometheus");
+        prom.contains("envoy_http_downstream_rq_time_count{envoy_http_conn_manager_prefix=\"ingress\"} 3\n")
+            && prom.contains("envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"app\"} 2\n")
+    });
+    let (_, text) = admin_get(admin, "/stats?filter=^cluster.app.upstream_rq_time$");
+    assert!(text.starts_with("cluster.app.upstream_rq_time: P0(") && !text.contains("No recorded"), "{text}");
     drop(s);
     stop(rig.server);
 }

@@ -88,7 +88,7 @@ fn resolve_cluster(cluster: &mut ClusterConfig) -> RefreshOutcome {
     let mut endpoints = Vec::new();
     for (target, resolved) in dns.targets.iter().zip(&dns.resolved) {
         for &addr in resolved {
-            let ep = EndpointConfig { addr, weight: target.weight };
+            let ep = EndpointConfig { addr, weight: target.weight, hostname: Some(target.host.clone()) };
             if !endpoints.contains(&ep) {
                 endpoints.push(ep);
             }

@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod raw;
+mod routes;
 pub mod snapshot;
 mod types;
 pub mod validate;

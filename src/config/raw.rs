@@ -301,6 +301,85 @@ pub struct HttpConnectionManager {
     pub generate_request_id: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<AccessLog>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xff_num_trusted_hops: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrade_configs: Vec<UpgradeConfig>,
+}
+
+/// An access logger (`HttpConnectionManager.access_log[i]`). Its settings
+/// arrive as `typed_config` (v3, with `@type`) or `config` (v2) and are
+/// decoded once the logger is known (`access_log::validate_access_logs`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    #[serde(default)]
+    pub name: String,
+    /// Access log filters are refused (with this path) by validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+}
+
+/// `envoy.extensions.access_loggers.file.v3.FileAccessLog`, and v2's
+/// `envoy.config.accesslog.v2.FileAccessLog` (`format`, `json_format`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    #[serde(default)]
+    pub path: String,
+    /// v2; deprecated in v3 in favour of `log_format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// v2; deprecated in v3 in favour of `log_format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_format: Option<Value>,
+    /// Deprecated; read as `json_format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_json_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<SubstitutionFormatString>,
+}
+
+/// `envoy.extensions.access_loggers.stream.v3.StdoutAccessLog` and `StderrAccessLog`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamAccessLog {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<SubstitutionFormatString>,
+}
+
+/// `envoy.config.core.v3.SubstitutionFormatString`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubstitutionFormatString {
+    /// Deprecated in favour of `text_format_source`, still common.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_format_source: Option<DataSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omit_empty_values: Option<bool>,
+    /// Accepted for compatibility; it matters only for local replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Formatter extensions; only an empty list is accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formatters: Vec<Value>,
+    /// Accepted for compatibility (`sort_properties`); keys are always sorted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_format_options: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -308,6 +387,8 @@ pub struct HttpConnectionManager {
 pub struct HttpProtocolOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_duration: Option<PbDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_headers_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -375,6 +456,8 @@ envoy_enum! {
 pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
     #[serde(default)]
     pub routes: Vec<Route>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -451,7 +534,79 @@ pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safe_regex: Option<RegexMatcher>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_separated_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub case_sensitive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatcher>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+/// `match.headers[]`: one header's condition. Exactly one of the value
+/// matchers (or none, meaning "present").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatcher {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_regex_match: Option<RegexMatcher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_match: Option<Int64Range>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present_match: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix_match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains_match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string_match: Option<StringMatcher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert_match: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub treat_missing_header_as_empty: Option<bool>,
+}
+
+/// `[start, end)`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Int64Range {
+    #[serde(default)]
+    pub start: i64,
+    #[serde(default)]
+    pub end: i64,
+}
+
+/// Envoy's `type.matcher.v3.StringMatcher`: one of the five.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StringMatcher {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_regex: Option<RegexMatcher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_case: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParameterMatcher {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string_match: Option<StringMatcher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present_match: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -466,9 +621,22 @@ pub struct RegexMatcher {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAction {
-    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighted_clusters: Option<RouteWeightedClusters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite: Option<RegexMatchAndSubstitute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_host_rewrite: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrade_configs: Vec<UpgradeConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rewrite_literal: Option<String>,
     /// v2 spelling of `host_rewrite_literal`.
@@ -491,4 +659,67 @@ pub struct DirectResponse {
 pub struct DataSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline_string: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteWeightedClusters {
+    pub clusters: Vec<RouteWeightedCluster>,
+    /// v2-era; v3 sums the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_weight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteWeightedCluster {
+    pub name: String,
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexMatchAndSubstitute {
+    pub pattern: RegexMatcher,
+    pub substitution: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_back_off: Option<RetryBackOff>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBackOff {
+    pub base_interval: PbDuration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_interval: Option<PbDuration>,
+}
+
+/// `upgrade_configs[]` on the connection manager or a route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeConfig {
+    pub upgrade_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }

@@ -103,6 +103,17 @@ pub struct HcmConfig {
     pub skip_xff_append: bool,
     pub generate_request_id: bool,
     pub server_name: String,
+    /// `access_log`, in order; empty when there is none.
+    pub access_logs: Vec<crate::access_log::AccessLogConfig>,
+    /// `via`: appended to the `via` header of requests and responses.
+    pub via: Option<String>,
+    /// Trusted proxies in front of ringway: the client is the address this
+    /// many hops from the right of `x-forwarded-for`.
+    pub xff_num_trusted_hops: u32,
+    /// From a request's first byte to its last (`request_timeout`).
+    pub request_timeout: Option<Duration>,
+    /// A connection is closed after its request in flight once this old.
+    pub max_connection_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,8 +141,12 @@ pub enum DomainMatch {
 
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
+    pub name: Option<String>,
     pub path: PathMatch,
     pub case_sensitive: bool,
+    /// Every one must hold, besides the path.
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
     pub action: RouteActionConfig,
     /// Route, then virtual host, then route-config header changes, in
     /// Envoy's order, for requests sent upstream.
@@ -174,22 +189,127 @@ pub enum PathMatch {
     Exact(String),
     /// Must match the whole path (query excluded).
     Regex(regex::Regex),
+    /// The prefix, followed by the end of the path or a `/`
+    /// (`path_separated_prefix: /api` takes `/api` and `/api/x`, not `/apix`).
+    SeparatedPrefix(String),
+}
+
+/// A `match.headers[]` condition on one request header (several headers
+/// of one name are matched as their values joined with `,`).
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    /// Lower-cased; `:method`, `:path`, `:authority` and `:scheme` name the
+    /// request line's parts.
+    pub name: String,
+    pub rule: HeaderRule,
+    pub invert: bool,
+    pub missing_as_empty: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderRule {
+    /// `present_match`: true matches a present header, false an absent one.
+    Present(bool),
+    Value(StringMatch),
+    /// An integer value in `[start, end)`.
+    Range(i64, i64),
+}
+
+/// Envoy's string matcher.
+#[derive(Debug, Clone)]
+pub struct StringMatch {
+    pub kind: StringMatchKind,
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum StringMatchKind {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    /// Must match the whole value.
+    Regex(regex::Regex),
+}
+
+/// A `match.query_parameters[]` condition: the parameter is present
+/// (`value: None`) or has a value the matcher accepts.
+#[derive(Debug, Clone)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: Option<StringMatch>,
 }
 
 #[derive(Debug, Clone)]
 pub enum RouteActionConfig {
-    Cluster {
-        cluster: ClusterId,
-        prefix_rewrite: Option<String>,
-        host_rewrite: Option<String>,
-        /// Whole upstream exchange; `None` when disabled (`0s`).
-        timeout: Option<Duration>,
-    },
-    Direct {
-        status: u16,
-        body: String,
-    },
+    Forward(Box<ForwardConfig>),
+    Direct { status: u16, body: String },
     Redirect(RedirectConfig),
+}
+
+/// A `route` action: proxy to a cluster.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    pub target: ForwardTarget,
+    pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`: every match in the path replaced (`\1` style groups
+    /// already translated to the regex crate's `${1}`).
+    pub regex_rewrite: Option<(regex::Regex, String)>,
+    pub host_rewrite: Option<String>,
+    /// Host becomes the picked endpoint's DNS name (STRICT_DNS clusters).
+    pub auto_host_rewrite: bool,
+    /// Whole upstream exchange, every attempt; `None` when disabled (`0s`).
+    pub timeout: Option<Duration>,
+    /// Replaces the connection manager's stream idle timeout on this route.
+    pub idle_timeout: Option<Duration>,
+    pub retry: Option<RetryConfig>,
+    /// Upgrade types (lower-cased, e.g. `websocket`) tunnelled on this route.
+    pub upgrades: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ForwardTarget {
+    Cluster(ClusterId),
+    /// Picked by weight per request; each carries the header changes of its
+    /// own entry followed by the route's.
+    Weighted {
+        clusters: Vec<WeightedTarget>,
+        total_weight: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedTarget {
+    pub cluster: ClusterId,
+    pub weight: u32,
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+}
+
+/// A route's (or its virtual host's) `retry_policy`.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub on: RetryOn,
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub status_codes: Vec<u16>,
+    pub base_interval: Duration,
+    pub max_interval: Duration,
+}
+
+/// The conditions of `retry_on`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Any 5xx, a reset, a connect failure or a per-try timeout.
+    pub server_error: bool,
+    /// 502, 503, 504, a reset, a connect failure or a per-try timeout.
+    pub gateway_error: bool,
+    pub connect_failure: bool,
+    /// Reset or closed before a response head (and per-try timeouts).
+    pub reset: bool,
+    /// 409.
+    pub retriable_4xx: bool,
+    pub retriable_status_codes: bool,
 }
 
 /// A `redirect` route action: each field replaces that part of the request's
@@ -259,6 +379,8 @@ pub struct ClusterConfig {
 pub struct EndpointConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The DNS name it was resolved from (STRICT_DNS), for `auto_host_rewrite`.
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -65,7 +65,7 @@ pub(crate) fn join_path(a: &str, b: &str) -> String {
     }
 }
 
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(super) fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::new(path, message)
 }
 
@@ -286,7 +286,6 @@ const DEFAULT_MAX_HEADERS_KB: u32 = 60;
 const DEFAULT_MAX_HEADERS: u32 = 100;
 const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Envoy has no request_headers_timeout by default; ringway bounds every
 /// wait, so a head that never completes is answered 408 after this.
 const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -332,7 +331,20 @@ fn validate_hcm(settings: Value, path: &str, clusters: &HashMap<&str, ClusterId>
             "missing: give an inline route_config (RDS is not supported yet)",
         ));
     };
-    let routes = validate_routes(rc, &format!("{path}.route_config"), clusters)?;
+    let mut upgrades: Vec<String> = Vec::new();
+    for (i, u) in hcm.upgrade_configs.iter().enumerate() {
+        let ty = super::routes::upgrade_type(u, &format!("{path}.upgrade_configs[{i}]"))?;
+        if u.enabled.unwrap_or(true) && !upgrades.contains(&ty) {
+            upgrades.push(ty);
+        }
+    }
+    let defaults = super::routes::HcmDefaults { upgrades: &upgrades };
+    let routes = super::routes::validate_routes(rc, &format!("{path}.route_config"), clusters, &defaults)?;
+    if let Some(v) = &hcm.via
+        && (v.is_empty() || v.bytes().any(|b| b.is_ascii_control()))
+    {
+        return Err(err(format!("{path}.via"), "must be a non-empty header value without control characters"));
+    }
     let opts = hcm.common_http_protocol_options.as_ref();
     let kb = hcm.max_request_headers_kb.unwrap_or(DEFAULT_MAX_HEADERS_KB);
     if kb == 0 || kb > 8192 {
@@ -362,251 +374,19 @@ fn validate_hcm(settings: Value, path: &str, clusters: &HashMap<&str, ClusterId>
         skip_xff_append: hcm.skip_xff_append.unwrap_or(false),
         generate_request_id: hcm.generate_request_id.unwrap_or(true),
         server_name: hcm.server_name.clone().unwrap_or_else(|| "ringway".to_string()),
+        access_logs: crate::access_log::validate_access_logs(&hcm.access_log, &format!("{path}.access_log"))?,
+        via: hcm.via.clone(),
+        xff_num_trusted_hops: hcm.xff_num_trusted_hops.unwrap_or(0),
+        request_timeout: hcm.request_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        max_connection_duration: opts.and_then(|o| o.max_connection_duration).map(|d| d.0).filter(|d| !d.is_zero()),
     })
 }
 
-fn validate_routes(
-    rc: &raw::RouteConfiguration,
-    path: &str,
+pub(super) fn cluster_ref(
     clusters: &HashMap<&str, ClusterId>,
-) -> Result<RouteTable, ConfigError> {
-    let global_req = header_mutations(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request")?;
-    let global_resp = header_mutations(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response")?;
-    let mut virtual_hosts = Vec::new();
-    let mut seen_domains: HashMap<String, usize> = HashMap::new();
-    for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
-        let vpath = format!("{path}.virtual_hosts[{vi}]");
-        if vh.domains.is_empty() {
-            return Err(err(format!("{vpath}.domains"), "must list at least one domain"));
-        }
-        let mut domains = Vec::new();
-        for (di, d) in vh.domains.iter().enumerate() {
-            let dpath = format!("{vpath}.domains[{di}]");
-            let lower = d.to_ascii_lowercase();
-            if let Some(first) = seen_domains.insert(lower.clone(), vi) {
-                return Err(err(dpath, format!("domain `{d}` is also in virtual_hosts[{first}]")));
-            }
-            domains.push(match lower.as_str() {
-                "" => return Err(err(dpath, "must not be empty")),
-                "*" => DomainMatch::Any,
-                _ if lower.starts_with('*') && lower.len() > 1 && !lower[1..].contains('*') => {
-                    DomainMatch::Suffix(lower[1..].to_string())
-                }
-                _ if lower.ends_with('*') && !lower[..lower.len() - 1].contains('*') => {
-                    DomainMatch::Prefix(lower[..lower.len() - 1].to_string())
-                }
-                _ if lower.contains('*') => {
-                    return Err(err(dpath, "a wildcard may only be the first or last character"));
-                }
-                _ => DomainMatch::Exact(lower),
-            });
-        }
-        let vh_req = header_mutations(&vh.request_headers_to_add, &vh.request_headers_to_remove, &vpath, "request")?;
-        let vh_resp =
-            header_mutations(&vh.response_headers_to_add, &vh.response_headers_to_remove, &vpath, "response")?;
-        let mut routes = Vec::new();
-        for (ri, r) in vh.routes.iter().enumerate() {
-            let rpath = format!("{vpath}.routes[{ri}]");
-            let r_req = header_mutations(&r.request_headers_to_add, &r.request_headers_to_remove, &rpath, "request")?;
-            let r_resp =
-                header_mutations(&r.response_headers_to_add, &r.response_headers_to_remove, &rpath, "response")?;
-            let request_headers = combine(&[&r_req, &vh_req, &global_req]);
-            let response_headers = combine(&[&r_resp, &vh_resp, &global_resp]);
-            let m = &r.route_match;
-            let mpath = format!("{rpath}.match");
-            let path_match = match (&m.prefix, &m.path, &m.safe_regex) {
-                (Some(p), None, None) => PathMatch::Prefix(p.clone()),
-                (None, Some(p), None) => PathMatch::Exact(p.clone()),
-                (None, None, Some(re)) => {
-                    let anchored = format!("^(?:{})$", re.regex);
-                    let compiled = regex::RegexBuilder::new(&anchored)
-                        .size_limit(1 << 20)
-                        .build()
-                        .map_err(|e| err(format!("{mpath}.safe_regex.regex"), format!("invalid regex: {e}")))?;
-                    PathMatch::Regex(compiled)
-                }
-                (None, None, None) => return Err(err(mpath, "give one of prefix, path or safe_regex")),
-                _ => return Err(err(mpath, "give only one of prefix, path or safe_regex")),
-            };
-            let given = [r.route.is_some(), r.direct_response.is_some(), r.redirect.is_some()];
-            match given.iter().filter(|g| **g).count() {
-                0 => return Err(err(rpath, "give one of route, direct_response or redirect")),
-                1 => {}
-                _ => return Err(err(rpath, "give only one of route, direct_response or redirect")),
-            }
-            if let Some(rd) = &r.redirect {
-                let dpath = format!("{rpath}.redirect");
-                routes.push(RouteEntry {
-                    path: path_match,
-                    case_sensitive: m.case_sensitive.unwrap_or(true),
-                    action: RouteActionConfig::Redirect(validate_redirect(rd, &dpath)?),
-                    request_headers,
-                    response_headers,
-                });
-                continue;
-            }
-            let action = match (&r.route, &r.direct_response) {
-                (Some(a), None) => {
-                    let apath = format!("{rpath}.route");
-                    let cluster = cluster_ref(clusters, &a.cluster, &format!("{apath}.cluster"))?;
-                    if a.host_rewrite.is_some() && a.host_rewrite_literal.is_some() {
-                        return Err(err(
-                            format!("{apath}.host_rewrite"),
-                            "give host_rewrite_literal or host_rewrite, not both",
-                        ));
-                    }
-                    let timeout = match a.timeout {
-                        None => Some(DEFAULT_ROUTE_TIMEOUT),
-                        Some(d) if d.0.is_zero() => None,
-                        Some(d) => Some(d.0),
-                    };
-                    RouteActionConfig::Cluster {
-                        cluster,
-                        prefix_rewrite: a.prefix_rewrite.clone(),
-                        host_rewrite: a.host_rewrite_literal.clone().or_else(|| a.host_rewrite.clone()),
-                        timeout,
-                    }
-                }
-                (None, Some(d)) => {
-                    let status = u16::try_from(d.status)
-                        .ok()
-                        .filter(|s| (200..600).contains(s))
-                        .ok_or_else(|| err(format!("{rpath}.direct_response.status"), "must be in 200..=599"))?;
-                    let body = d.body.as_ref().and_then(|b| b.inline_string.clone()).unwrap_or_default();
-                    if body.len() > 4096 {
-                        return Err(err(format!("{rpath}.direct_response.body"), "is larger than 4096 bytes"));
-                    }
-                    RouteActionConfig::Direct { status, body }
-                }
-                _ => return Err(err(rpath, "give one of route, direct_response or redirect")),
-            };
-            routes.push(RouteEntry {
-                path: path_match,
-                case_sensitive: m.case_sensitive.unwrap_or(true),
-                action,
-                request_headers,
-                response_headers,
-            });
-        }
-        virtual_hosts.push(VirtualHostConfig { name: vh.name.clone(), domains, routes });
-    }
-    Ok(RouteTable { virtual_hosts })
-}
-
-/// One level's `*_headers_to_add` / `*_headers_to_remove`.
-fn header_mutations(
-    add: &[raw::HeaderValueOption],
-    remove: &[String],
+    name: &str,
     path: &str,
-    side: &str,
-) -> Result<HeaderMutations, ConfigError> {
-    let valid_name =
-        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    let mut out = HeaderMutations::default();
-    for (i, name) in remove.iter().enumerate() {
-        let p = format!("{path}.{side}_headers_to_remove[{i}]");
-        let lower = name.to_ascii_lowercase();
-        if !valid_name(&lower) {
-            return Err(err(p, format!("`{name}` is not a valid header name")));
-        }
-        if side == "request" && lower == "host" {
-            return Err(err(p, "host cannot be removed"));
-        }
-        out.remove.push(lower);
-    }
-    for (i, h) in add.iter().enumerate() {
-        let p = format!("{path}.{side}_headers_to_add[{i}]");
-        let lower = h.header.key.to_ascii_lowercase();
-        if !valid_name(&lower) {
-            return Err(err(format!("{p}.header.key"), format!("`{}` is not a valid header name", h.header.key)));
-        }
-        if h.header.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(err(format!("{p}.header.value"), "must not contain CR, LF or NUL"));
-        }
-        // Envoy expands %VARIABLE% here; ringway does not yet, so say so
-        // rather than send the placeholder.
-        if h.header.value.replace("%%", "").contains('%') {
-            return Err(err(
-                format!("{p}.header.value"),
-                "%VARIABLE% substitutions are not supported yet (write %% for a literal %)",
-            ));
-        }
-        if h.append.is_some() && h.append_action.is_some() {
-            return Err(err(format!("{p}.append"), "give append or append_action, not both"));
-        }
-        let action = match (h.append_action, h.append) {
-            (Some(raw::HeaderAppendAction::AppendIfExistsOrAdd), _) | (None, Some(true) | None) => {
-                AppendAction::AppendIfExistsOrAdd
-            }
-            (Some(raw::HeaderAppendAction::AddIfAbsent), _) => AppendAction::AddIfAbsent,
-            (Some(raw::HeaderAppendAction::OverwriteIfExistsOrAdd), _) | (None, Some(false)) => {
-                AppendAction::OverwriteIfExistsOrAdd
-            }
-            (Some(raw::HeaderAppendAction::OverwriteIfExists), _) => AppendAction::OverwriteIfExists,
-        };
-        out.add.push(HeaderAdd { name: lower, value: h.header.value.replace("%%", "%"), action });
-    }
-    Ok(out)
-}
-
-/// Levels in application order (most specific first), flattened.
-fn combine(levels: &[&HeaderMutations]) -> HeaderMutations {
-    let mut out = HeaderMutations::default();
-    for l in levels {
-        out.remove.extend(l.remove.iter().cloned());
-        out.add.extend(l.add.iter().cloned());
-    }
-    out
-}
-
-fn validate_redirect(rd: &raw::RedirectAction, path: &str) -> Result<RedirectConfig, ConfigError> {
-    let scheme = match (rd.https_redirect, &rd.scheme_redirect) {
-        (Some(true), Some(_)) => {
-            return Err(err(format!("{path}.scheme_redirect"), "give https_redirect or scheme_redirect, not both"));
-        }
-        (Some(true), None) => Some("https".to_string()),
-        (_, Some(s)) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
-            Some(s.to_ascii_lowercase())
-        }
-        (_, Some(s)) => return Err(err(format!("{path}.scheme_redirect"), format!("`{s}`: expected http or https"))),
-        _ => None,
-    };
-    if rd.path_redirect.is_some() && rd.prefix_rewrite.is_some() {
-        return Err(err(format!("{path}.prefix_rewrite"), "give path_redirect or prefix_rewrite, not both"));
-    }
-    if let Some(p) = &rd.path_redirect
-        && !p.starts_with('/')
-    {
-        return Err(err(format!("{path}.path_redirect"), "must start with /"));
-    }
-    let port = match rd.port_redirect {
-        None => None,
-        Some(p) => Some(
-            u16::try_from(p)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| err(format!("{path}.port_redirect"), "must be in 1..=65535"))?,
-        ),
-    };
-    let status = match rd.response_code.unwrap_or(raw::RedirectResponseCode::MovedPermanently) {
-        raw::RedirectResponseCode::MovedPermanently => 301,
-        raw::RedirectResponseCode::Found => 302,
-        raw::RedirectResponseCode::SeeOther => 303,
-        raw::RedirectResponseCode::TemporaryRedirect => 307,
-        raw::RedirectResponseCode::PermanentRedirect => 308,
-    };
-    Ok(RedirectConfig {
-        scheme,
-        host: rd.host_redirect.clone(),
-        port,
-        path: rd.path_redirect.clone(),
-        prefix_rewrite: rd.prefix_rewrite.clone(),
-        status,
-        strip_query: rd.strip_query.unwrap_or(false),
-    })
-}
-
-fn cluster_ref(clusters: &HashMap<&str, ClusterId>, name: &str, path: &str) -> Result<ClusterId, ConfigError> {
+) -> Result<ClusterId, ConfigError> {
     clusters.get(name).copied().ok_or_else(|| {
         err(path, format!("unknown cluster `{name}`: no cluster of that name in static_resources.clusters"))
     })
@@ -723,7 +503,7 @@ fn validate_cluster(c: &mut raw::Cluster, path: &str) -> Result<ClusterConfig, C
                                 format!("`{}` is not an IP address; a STATIC cluster needs IP literals (use STRICT_DNS for host names)", sa.address),
                             )
                         })?;
-                        endpoints.push(EndpointConfig { addr: SocketAddr::new(ip, port), weight });
+                        endpoints.push(EndpointConfig { addr: SocketAddr::new(ip, port), weight, hostname: None });
                     }
                     ClusterKind::StrictDns => {
                         if sa.address.is_empty() {

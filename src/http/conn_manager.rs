@@ -17,7 +17,11 @@ use monoio::net::TcpStream;
 
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
-use crate::config::{AppendAction, HcmConfig, HeaderMutations, PathMatch, RedirectConfig, RouteActionConfig};
+use super::router::RequestView;
+use crate::config::{
+    AppendAction, ClusterId, ForwardConfig, ForwardTarget, HcmConfig, HeaderMutations, PathMatch, RedirectConfig,
+    RetryConfig, RouteActionConfig, RouteEntry,
+};
 use crate::listener::Terminal;
 use crate::runtime::worker::{CoreTables, Worker};
 use crate::stats::{Counter, Gauge, Shard, StatKey};
@@ -45,9 +49,14 @@ pub struct HttpStats {
     pub downstream_rq_idle_timeout: Counter,
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_too_large: Counter,
+    pub downstream_rq_ws_on_non_ws_route: Counter,
+    pub downstream_cx_upgrades_total: Counter,
+    pub downstream_cx_upgrades_active: Gauge,
     pub rq_direct_response: Counter,
     pub rq_redirect: Counter,
     pub no_route: Counter,
+    /// Envoy's `downstream_rq_time` (ms).
+    pub downstream_rq_time: crate::stats::Histogram,
 }
 
 impl HttpStats {
@@ -72,9 +81,13 @@ impl HttpStats {
             downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_too_large: c("downstream_rq_too_large"),
+            downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
+            downstream_cx_upgrades_total: c("downstream_cx_upgrades_total"),
+            downstream_cx_upgrades_active: shard.gauge(key("downstream_cx_upgrades_active")),
             rq_direct_response: c("rq_direct_response"),
             rq_redirect: c("rq_redirect"),
             no_route: c("no_route"),
+            downstream_rq_time: shard.histogram(key("downstream_rq_time")),
         }
     }
 
@@ -99,11 +112,21 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
     drop(first_tables);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut served: u32 = 0;
+    let opened = Instant::now();
     loop {
-        let rules = match manager(&worker.tables(), index) {
+        let mut rules = match manager(&worker.tables(), index) {
             Some(m) => m.head_rules(),
             None => break,
         };
+        let end_of_life = rules.max_connection_duration.map(|d| opened + d);
+        if let Some(end) = end_of_life {
+            // An idle connection past max_connection_duration just closes.
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            rules.idle_timeout = rules.idle_timeout.min(left);
+        }
         let read = read_head(rules, &mut down, &mut buf).await;
         let tables = worker.tables();
         let Some(hcm) = manager(&tables, index) else { break };
@@ -127,19 +150,48 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
             }
         };
         buf.drain(..head_len);
+        let request_started = Instant::now();
         served += 1;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
         let last = hcm.config.max_requests_per_connection.is_some_and(|max| served >= max)
+            || end_of_life.is_some_and(|end| Instant::now() >= end)
             || worker.shared.draining.load(Ordering::Relaxed);
         let outcome = hcm.handle(&mut down, &mut buf, head, peer, &tables.clusters, last).await;
         stats.downstream_rq_active.dec();
         stats.count_status(outcome.status);
+        stats.downstream_rq_time.record_duration(request_started.elapsed());
+        if let Some(up) = outcome.upgraded {
+            stats.downstream_cx_upgrades_total.inc();
+            stats.downstream_cx_upgrades_active.inc();
+            let active = stats.downstream_cx_upgrades_active.clone();
+            drop(tables);
+            tunnel(down, buf, up).await;
+            active.dec();
+            break;
+        }
         if !outcome.reusable || last {
             break;
         }
     }
     cx_stats.0.dec();
+}
+
+/// Relays an upgraded connection's bytes both ways until both sides close,
+/// either fails, or nothing moves for the idle timeout. `early` holds what
+/// the client sent after its request head, already meant for the upstream.
+async fn tunnel(down: TcpStream, early: Vec<u8>, up: Upgraded) {
+    let (mut stream, guard) = up.conn.into_parts();
+    if !early.is_empty() {
+        let (r, _) = write_all(&mut stream, early, up.idle).await;
+        if r.is_err() {
+            return;
+        }
+    }
+    if let Err(e) = crate::tcp_proxy::tunnel(down, stream, up.idle, up.buffer).await {
+        tracing::debug!("upgraded connection ended: {e}");
+    }
+    drop(guard);
 }
 
 /// The HTTP connection manager of listener `index` in `tables`.
@@ -162,12 +214,172 @@ struct Outcome {
     status: u16,
     /// The downstream connection can carry another request.
     reusable: bool,
+    /// The upstream agreed to an upgrade: the connection becomes a tunnel.
+    upgraded: Option<Upgraded>,
 }
 
 impl Outcome {
     fn closing(status: u16) -> Self {
-        Outcome { status, reusable: false }
+        Outcome { status, reusable: false, upgraded: None }
     }
+}
+
+/// An upgraded (e.g. WebSocket) exchange: after the 101 both connections
+/// carry opaque bytes until either side closes or `idle` passes.
+struct Upgraded {
+    conn: UpstreamConn,
+    idle: Duration,
+    buffer: usize,
+}
+
+/// One forwarded request: what every attempt at it needs.
+struct Exchange<'a> {
+    head: &'a RequestHead,
+    peer: SocketAddr,
+    fwd: &'a ForwardConfig,
+    matched: &'a PathMatch,
+    request_headers: &'a HeaderMutations,
+    response_headers: &'a HeaderMutations,
+    /// The upgrade protocol asked for and allowed on the route.
+    upgrade: Option<&'a str>,
+    keep_alive: bool,
+    /// The stream idle timeout in force (the route's, else the manager's).
+    idle: Duration,
+}
+
+/// How one attempt at an upstream exchange ended. Lives on the stack for
+/// one attempt, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum AttemptEnd<'c> {
+    Response {
+        conn: UpstreamConn,
+        host: &'c Host,
+        response: ResponseHead,
+        ubuf: Vec<u8>,
+    },
+    Failed(UpstreamFailure),
+    /// The client's side failed; nothing to retry.
+    Downstream(BodyError),
+}
+
+/// The route timeout: it starts when the request has been sent in full
+/// (Envoy's rule) and spans every attempt.
+struct Timing {
+    route_deadline: Option<Instant>,
+    route_timeout: Option<Duration>,
+}
+
+impl Timing {
+    fn start(&mut self) {
+        if self.route_deadline.is_none() {
+            self.route_deadline = self.route_timeout.map(|t| Instant::now() + t);
+        }
+    }
+
+    /// `wait`, cut short by the route deadline.
+    fn bound(&self, wait: Duration) -> Duration {
+        match self.route_deadline {
+            Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
+            None => wait,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.route_deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// A request body on its way upstream, and a copy of what was sent while it
+/// fits the buffer limit, so a retry can send it again.
+struct RequestBody {
+    progress: BodyProgress,
+    complete: bool,
+    replay: Option<Vec<u8>>,
+    limit: usize,
+    continue_sent: bool,
+    started: Instant,
+}
+
+enum BodyProgress {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+impl RequestBody {
+    /// `limit` 0 keeps no copy (no retry policy).
+    fn new(framing: BodyFraming, limit: usize) -> Self {
+        let (progress, complete) = match framing {
+            BodyFraming::None => (BodyProgress::Length(0), true),
+            BodyFraming::ContentLength(n) => (BodyProgress::Length(n), false),
+            BodyFraming::Chunked => (BodyProgress::Chunked(ChunkedDecoder::new()), false),
+        };
+        let replay = (complete || limit > 0).then(Vec::new);
+        RequestBody { progress, complete, replay, limit, continue_sent: false, started: Instant::now() }
+    }
+
+    fn keep(&mut self, sent: &[u8]) {
+        if let Some(r) = &mut self.replay {
+            if r.len() + sent.len() > self.limit {
+                // Too large to hold: this request can no longer be retried.
+                self.replay = None;
+            } else {
+                r.extend_from_slice(sent);
+            }
+        }
+    }
+
+    /// Whether every byte sent so far can be sent again.
+    fn replayable(&self) -> bool {
+        self.replay.is_some()
+    }
+}
+
+fn retriable_status(r: &RetryConfig, status: u16) -> bool {
+    (r.on.server_error && (500..600).contains(&status))
+        || (r.on.gateway_error && (502..=504).contains(&status))
+        || (r.on.retriable_4xx && status == 409)
+        || (r.on.retriable_status_codes && r.status_codes.contains(&status))
+}
+
+fn retriable_failure(r: &RetryConfig, f: &UpstreamFailure) -> bool {
+    let any_reset = r.on.server_error || r.on.gateway_error || r.on.reset;
+    match f {
+        UpstreamFailure::Connect => any_reset || r.on.connect_failure,
+        UpstreamFailure::Reset | UpstreamFailure::Malformed | UpstreamFailure::PerTryTimeout => any_reset,
+        UpstreamFailure::NoHost | UpstreamFailure::Timeout | UpstreamFailure::StreamIdle => false,
+    }
+}
+
+/// The cluster stats an upstream failure counts in.
+fn count_failure(cluster: &Cluster, f: &UpstreamFailure) {
+    let cs = &cluster.stats;
+    match f {
+        UpstreamFailure::Reset | UpstreamFailure::Malformed => cs.upstream_rq_rx_reset.inc(),
+        UpstreamFailure::Timeout => cs.upstream_rq_timeout.inc(),
+        UpstreamFailure::PerTryTimeout => cs.upstream_rq_per_try_timeout.inc(),
+        UpstreamFailure::NoHost | UpstreamFailure::Connect | UpstreamFailure::StreamIdle => {}
+    }
+    if !matches!(f, UpstreamFailure::StreamIdle) {
+        cs.count_status(f.reply().0);
+    }
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` plus
+/// `Upgrade: websocket`), lower-cased. `h2c` is not an upgrade ringway
+/// makes: such a request is served as plain HTTP/1.1 (Envoy does the same).
+fn requested_upgrade(head: &RequestHead) -> Option<String> {
+    if head.minor_version == 0 {
+        return None;
+    }
+    let asks = head.headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("connection")
+            && v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    let value = head.header("upgrade")?;
+    let first = value.split(|&b| b == b',').next()?.trim_ascii();
+    let kind = std::str::from_utf8(first).ok()?.to_ascii_lowercase();
+    (asks && !kind.is_empty() && kind != "h2c").then_some(kind)
 }
 
 /// Why an upstream exchange failed before a response started downstream.
@@ -178,6 +390,8 @@ enum UpstreamFailure {
     /// Reset or closed before a complete response head.
     Reset,
     Timeout,
+    /// The retry policy's per_try_timeout passed before a response head.
+    PerTryTimeout,
     /// Nothing moved for `stream_idle_timeout` before the response head.
     StreamIdle,
     Malformed,
@@ -194,7 +408,7 @@ impl UpstreamFailure {
             UpstreamFailure::Reset => {
                 (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
             }
-            UpstreamFailure::Timeout => (504, "upstream request timeout"),
+            UpstreamFailure::Timeout | UpstreamFailure::PerTryTimeout => (504, "upstream request timeout"),
             UpstreamFailure::StreamIdle => (408, "stream timeout"),
             UpstreamFailure::Malformed => (502, "upstream sent a malformed response"),
         }
@@ -262,10 +476,15 @@ impl HttpConnectionManager {
     /// What reading a request head needs, copied out so no snapshot is held
     /// while a connection sits idle.
     fn head_rules(&self) -> HeadRules {
+        let headers_timeout = match self.config.request_timeout {
+            Some(t) => t.min(self.config.request_headers_timeout),
+            None => self.config.request_headers_timeout,
+        };
         HeadRules {
             limits: self.limits(),
-            request_headers_timeout: self.config.request_headers_timeout,
+            request_headers_timeout: headers_timeout,
             idle_timeout: self.config.idle_timeout,
+            max_connection_duration: self.config.max_connection_duration,
         }
     }
 
@@ -280,39 +499,77 @@ impl HttpConnectionManager {
     ) -> Outcome {
         let has_body = head.body != BodyFraming::None;
         let keep_alive = head.keep_alive && !last;
-        let (host, path) = route_key(&head);
-        let (host, path) = (host.as_str(), path.as_str());
-        let Some(entry) = router::route(&self.config.routes, host, path) else {
+        let (host, path_and_query) = route_key(&head);
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query.as_str(), ""));
+        let view = RequestView { host: &host, path, query, method: &head.method, headers: &head.headers };
+        let Some(entry) = router::route(&self.config.routes, &view) else {
             self.stats.no_route.inc();
             // An unread body would be taken for the next request: close instead.
             let reusable = keep_alive && !has_body;
             let ok = self.local_reply(down, 404, "", reusable).await;
-            return Outcome { status: 404, reusable: reusable && ok };
+            return Outcome { status: 404, reusable: reusable && ok, upgraded: None };
         };
         match &entry.action {
             RouteActionConfig::Direct { status, body } => {
                 self.stats.rq_direct_response.inc();
                 let reusable = keep_alive && !has_body;
                 let ok = self.local_reply_head_aware(down, *status, body, reusable, &head.method).await;
-                Outcome { status: *status, reusable: reusable && ok }
+                Outcome { status: *status, reusable: reusable && ok, upgraded: None }
             }
             RouteActionConfig::Redirect(rd) => {
                 self.stats.rq_redirect.inc();
-                let location = redirect_location(rd, &entry.path, host, &head.target);
+                let location = redirect_location(rd, &entry.path, &host, &head.target);
                 let reusable = keep_alive && !has_body;
                 let ok = self.redirect_reply(down, rd.status, &location, reusable).await;
-                Outcome { status: rd.status, reusable: reusable && ok }
+                Outcome { status: rd.status, reusable: reusable && ok, upgraded: None }
             }
-            RouteActionConfig::Cluster { cluster, prefix_rewrite, host_rewrite, timeout } => {
-                let cluster = clusters.get(*cluster);
-                let rewrite = Rewrite {
-                    prefix: prefix_rewrite.as_deref(),
-                    host: host_rewrite.as_deref(),
+            RouteActionConfig::Forward(fwd) => {
+                let upgrade = requested_upgrade(&head);
+                if let Some(kind) = &upgrade
+                    && !fwd.upgrades.iter().any(|u| u.eq_ignore_ascii_case(kind))
+                {
+                    // Envoy refuses an upgrade the route does not allow.
+                    self.stats.downstream_rq_ws_on_non_ws_route.inc();
+                    let _ = self.local_reply(down, 403, "", false).await;
+                    return Outcome::closing(403);
+                }
+                let (cluster_id, request_headers, response_headers) = self.pick_target(fwd, entry);
+                let exchange = Exchange {
+                    head: &head,
+                    peer,
+                    fwd,
                     matched: &entry.path,
-                    request_headers: &entry.request_headers,
-                    response_headers: &entry.response_headers,
+                    request_headers,
+                    response_headers,
+                    upgrade: upgrade.as_deref(),
+                    keep_alive,
+                    idle: fwd.idle_timeout.unwrap_or(self.config.stream_idle_timeout),
                 };
-                self.proxy(down, buf, &head, peer, cluster, rewrite, *timeout, keep_alive).await
+                self.proxy(down, buf, &exchange, clusters.get(cluster_id)).await
+            }
+        }
+    }
+
+    /// The cluster a forwarded request goes to (by weight, for
+    /// weighted_clusters) and the header changes that apply.
+    fn pick_target<'e>(
+        &self,
+        fwd: &'e ForwardConfig,
+        entry: &'e RouteEntry,
+    ) -> (ClusterId, &'e HeaderMutations, &'e HeaderMutations) {
+        match &fwd.target {
+            ForwardTarget::Cluster(id) => (*id, &entry.request_headers, &entry.response_headers),
+            ForwardTarget::Weighted { clusters, total_weight } => {
+                let mut ticket = self.rng.next_u64() % (*total_weight).max(1);
+                let last = clusters.len().saturating_sub(1);
+                for (i, w) in clusters.iter().enumerate() {
+                    if ticket < u64::from(w.weight) || i == last {
+                        return (w.cluster, &w.request_headers, &w.response_headers);
+                    }
+                    ticket -= u64::from(w.weight);
+                }
+                // Unreachable: validation refuses an empty list.
+                (ClusterId(0), &entry.request_headers, &entry.response_headers)
             }
         }
     }
@@ -360,111 +617,90 @@ impl HttpConnectionManager {
         write_all(down, out, self.config.stream_idle_timeout).await.0.is_ok()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn proxy(
-        &self,
-        down: &mut TcpStream,
-        buf: &mut Vec<u8>,
-        head: &RequestHead,
-        peer: SocketAddr,
-        cluster: &Cluster,
-        rewrite: Rewrite<'_>,
-        route_timeout: Option<Duration>,
-        keep_alive: bool,
-    ) -> Outcome {
+    /// Proxies one request to `cluster`, retrying as the route's retry
+    /// policy allows, and streams the response back.
+    async fn proxy(&self, down: &mut TcpStream, buf: &mut Vec<u8>, ex: &Exchange<'_>, cluster: &Cluster) -> Outcome {
         let started = Instant::now();
         let cs = &cluster.stats;
-        cs.upstream_rq_total.inc();
-        let idle = self.config.stream_idle_timeout;
-        let is_head = head.method == "HEAD";
-        // While the request is still arriving only the stream idle timeout
-        // applies; the route timeout starts once it is all sent (Envoy's rule).
-        let wait = || idle;
-
-        let (mut conn, host) = match self.upstream_connection(cluster).await {
-            Ok(c) => c,
-            Err(f) => return self.fail(down, cluster, f, keep_alive && head.body == BodyFraming::None, is_head).await,
-        };
-        if head.expect_continue {
-            let (r, _) = write_all(down, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), wait()).await;
-            if r.is_err() {
-                return Outcome::closing(0);
-            }
-        }
-
-        let up = &mut conn.stream;
-        // Request head, then the body as framed, streamed.
-        let request_head = self.upstream_request_head(head, peer, &rewrite);
-        let (r, _) = write_all(up, request_head, wait()).await;
-        if r.is_err() {
-            return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await;
-        }
-        match self.forward_request_body(down, up, buf, head.body, wait).await {
-            Ok(()) => {}
-            Err(BodyError::Downstream(status)) => {
-                self.stats.downstream_cx_protocol_error.inc();
-                if status != 0 {
-                    let _ = self.local_reply(down, status, "bad request body", false).await;
+        let is_head = ex.head.method == "HEAD";
+        // Upgrades are never retried: the tunnel starts with the first 101.
+        let retry = ex.fwd.retry.as_ref().filter(|_| ex.upgrade.is_none());
+        let mut body = RequestBody::new(ex.head.body, retry.map_or(0, |_| cluster.buffer_limit));
+        let mut timing = Timing { route_deadline: None, route_timeout: ex.fwd.timeout };
+        let mut retries_left = retry.map_or(0, |r| r.num_retries);
+        let mut attempts: u32 = 0;
+        let (mut conn, host, response, mut ubuf) = loop {
+            attempts += 1;
+            cs.upstream_rq_total.inc();
+            let end = self.attempt(down, buf, ex, cluster, &mut body, &mut timing, attempts).await;
+            let retriable = match (&end, retry) {
+                (_, None) => false,
+                (AttemptEnd::Response { response, .. }, Some(r)) => retriable_status(r, response.status),
+                (AttemptEnd::Failed(f), Some(r)) => retriable_failure(r, f),
+                (AttemptEnd::Downstream(_), _) => false,
+            };
+            if retriable && retries_left > 0 && body.replayable() && !timing.expired() {
+                retries_left -= 1;
+                match &end {
+                    AttemptEnd::Response { response, .. } => cs.count_status(response.status),
+                    AttemptEnd::Failed(f) => count_failure(cluster, f),
+                    AttemptEnd::Downstream(_) => {}
                 }
-                return Outcome::closing(status);
+                // The attempt's connection (if any) is dropped, never reused.
+                drop(end);
+                cs.upstream_rq_retry.inc();
+                let backoff = retry.map_or(Duration::ZERO, |r| self.backoff(r, attempts));
+                monoio::time::sleep(timing.bound(backoff)).await;
+                continue;
             }
-            Err(BodyError::Upstream) => return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await,
-        }
-
-        // From here every wait is bounded by the route timeout too.
-        let deadline = route_timeout.map(|t| Instant::now() + t);
-        let wait = || match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(idle),
-            None => idle,
-        };
-        let timed_out = || deadline.is_some_and(|d| Instant::now() >= d);
-
-        // Response head (skipping 1xx interim responses).
-        let mut ubuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let response = loop {
-            match parse_response_head(&ubuf) {
-                Ok(Some(r)) if (100..200).contains(&r.status) => {
-                    ubuf.drain(..r.head_len);
-                    continue;
-                }
-                Ok(Some(r)) => break r,
-                Ok(None) if ubuf.len() > MAX_RESPONSE_HEAD => {
-                    return self.fail(down, cluster, UpstreamFailure::Malformed, false, is_head).await;
-                }
-                Ok(None) => {}
-                Err(()) => return self.fail(down, cluster, UpstreamFailure::Malformed, false, is_head).await,
+            if retriable && retries_left == 0 {
+                cs.upstream_rq_retry_limit_exceeded.inc();
             }
-            let (r, b) = read_more(up, ubuf, wait()).await;
-            ubuf = b;
-            match r {
-                Ok(0) => return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await,
-                Ok(_) => {}
-                Err(IoFail::Timeout) => {
-                    let failure = if timed_out() {
-                        cs.upstream_rq_timeout.inc();
-                        UpstreamFailure::Timeout
+            match end {
+                AttemptEnd::Response { conn, host, response, ubuf } => {
+                    if attempts > 1 && !retriable {
+                        cs.upstream_rq_retry_success.inc();
+                    }
+                    break (conn, host, response, ubuf);
+                }
+                AttemptEnd::Failed(f) => {
+                    let keep = ex.keep_alive && body.complete;
+                    return self.fail(down, cluster, f, keep, is_head).await;
+                }
+                AttemptEnd::Downstream(BodyError::Downstream(status)) => {
+                    self.stats.downstream_cx_protocol_error.inc();
+                    if status != 0 {
+                        let _ = self.local_reply(down, status, "bad request body", false).await;
+                    }
+                    return Outcome::closing(status);
+                }
+                AttemptEnd::Downstream(BodyError::DownstreamTimeout(request_timeout)) => {
+                    let counter = if request_timeout {
+                        &self.stats.downstream_rq_timeout
                     } else {
-                        self.stats.downstream_rq_idle_timeout.inc();
-                        UpstreamFailure::StreamIdle
+                        &self.stats.downstream_rq_idle_timeout
                     };
-                    return self.fail(down, cluster, failure, false, is_head).await;
+                    counter.inc();
+                    let _ = self.local_reply(down, 408, "request timeout", false).await;
+                    return Outcome::closing(408);
                 }
-                Err(IoFail::Io(_)) => return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await,
+                AttemptEnd::Downstream(BodyError::Upstream) => {
+                    return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await;
+                }
             }
         };
         cs.count_status(response.status);
 
-        let no_body = head.method == "HEAD" || response.status == 204 || response.status == 304;
+        let upgraded = ex.upgrade.is_some() && response.status == 101;
+        let no_body = is_head || response.status == 204 || response.status == 304 || upgraded;
         let framing = if no_body { ResponseFraming::None } else { response.framing };
-        let downstream_keeps = keep_alive && framing != ResponseFraming::UntilClose;
+        // A refused upgrade may leave the client mid-protocol: close after it.
+        let downstream_keeps =
+            ex.keep_alive && framing != ResponseFraming::UntilClose && (ex.upgrade.is_none() || upgraded);
         let service_ms = started.elapsed().as_millis();
-        let mut out = self.downstream_response_head(
-            &response,
-            &ubuf[..response.head_len],
-            rewrite.response_headers,
-            downstream_keeps,
-            service_ms,
-        );
+        let upgrade_header = upgraded.then(|| response.header("upgrade").unwrap_or(b"websocket"));
+        let mut out =
+            self.downstream_response_head(&response, ex.response_headers, downstream_keeps, service_ms, upgrade_header);
         ubuf.drain(..response.head_len);
         // A sized body already read rides in the same write as the head (the
         // usual case for small responses: one write instead of two).
@@ -475,28 +711,128 @@ impl HttpConnectionManager {
             ubuf.drain(..now);
             framing_left = ResponseFraming::Length(n - now as u64);
         }
-        let (r, _) = write_all(down, out, idle).await;
+        if upgraded {
+            // Whatever the upstream sent after its 101 is the tunnel's first bytes.
+            out.append(&mut ubuf);
+        }
+        let (r, _) = write_all(down, out, ex.idle).await;
         if r.is_err() {
             return Outcome::closing(response.status);
         }
+        if upgraded {
+            return Outcome {
+                status: 101,
+                reusable: false,
+                upgraded: Some(Upgraded { conn, idle: ex.idle, buffer: cluster.buffer_limit }),
+            };
+        }
 
         // The rest of the response body, streamed as framed.
-        let body_ok = self.forward_response_body(up, down, ubuf, framing_left, wait).await;
+        let wait = || timing.bound(ex.idle);
+        let body_ok = self.forward_response_body(&mut conn.stream, down, ubuf, framing_left, wait).await;
         match body_ok {
             Ok(leftover_empty) => {
+                cs.upstream_rq_time.record_duration(started.elapsed());
                 if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty {
                     host.release(conn);
                 }
-                Outcome { status: response.status, reusable: downstream_keeps }
+                Outcome { status: response.status, reusable: downstream_keeps, upgraded: None }
             }
             Err(e) => {
-                if timed_out() {
+                if timing.expired() {
                     cs.upstream_rq_timeout.inc();
                 }
                 if let IoFail::Io(e) = e {
                     tracing::debug!(cluster = %cluster.name, "response body cut short: {e}");
                 }
                 Outcome::closing(response.status)
+            }
+        }
+    }
+
+    /// Envoy's jittered exponential back-off before retry `attempt`
+    /// (1-based): uniform in `[0, (2^attempt - 1) * base]`, capped.
+    fn backoff(&self, r: &RetryConfig, attempt: u32) -> Duration {
+        let factor = (1u64 << attempt.min(20)) - 1;
+        let cap = r.max_interval.as_millis() as u64;
+        let ceiling = (r.base_interval.as_millis() as u64).saturating_mul(factor).min(cap);
+        Duration::from_millis(self.rng.next_u64() % (ceiling + 1))
+    }
+
+    /// One try: a connection, the request head and body, the response head.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt<'c>(
+        &self,
+        down: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        ex: &Exchange<'_>,
+        cluster: &'c Cluster,
+        body: &mut RequestBody,
+        timing: &mut Timing,
+        attempt: u32,
+    ) -> AttemptEnd<'c> {
+        let idle = ex.idle;
+        let (mut conn, host) = match self.upstream_connection(cluster).await {
+            Ok(c) => c,
+            Err(f) => return AttemptEnd::Failed(f),
+        };
+        if ex.head.expect_continue && !body.continue_sent {
+            body.continue_sent = true;
+            let (r, _) = write_all(down, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), idle).await;
+            if r.is_err() {
+                return AttemptEnd::Downstream(BodyError::Downstream(0));
+            }
+        }
+        let up = &mut conn.stream;
+        let request_head = self.upstream_request_head(ex, host.hostname.as_deref(), attempt);
+        let (r, _) = write_all(up, request_head, idle).await;
+        if r.is_err() {
+            return AttemptEnd::Failed(UpstreamFailure::Reset);
+        }
+        if let Err(e) = self.forward_request_body(down, up, buf, body, idle, attempt > 1).await {
+            return AttemptEnd::Downstream(e);
+        }
+        // The route timeout runs from the end of the request (Envoy's rule)
+        // across every attempt; a per-try timeout bounds this one.
+        timing.start();
+        let per_try = ex.fwd.retry.as_ref().and_then(|r| r.per_try_timeout).map(|t| Instant::now() + t);
+        let wait = || {
+            let w = timing.bound(idle);
+            per_try.map_or(w, |d| w.min(d.saturating_duration_since(Instant::now())))
+        };
+
+        // Response head (skipping 1xx interim responses, except the 101 an
+        // upgrade waits for).
+        let mut ubuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        loop {
+            match parse_response_head(&ubuf) {
+                Ok(Some(r)) if r.status == 101 && ex.upgrade.is_some() => {
+                    return AttemptEnd::Response { conn, host, response: r, ubuf };
+                }
+                Ok(Some(r)) if (100..200).contains(&r.status) => {
+                    ubuf.drain(..r.head_len);
+                    continue;
+                }
+                Ok(Some(r)) => return AttemptEnd::Response { conn, host, response: r, ubuf },
+                Ok(None) if ubuf.len() > MAX_RESPONSE_HEAD => return AttemptEnd::Failed(UpstreamFailure::Malformed),
+                Ok(None) => {}
+                Err(()) => return AttemptEnd::Failed(UpstreamFailure::Malformed),
+            }
+            let (r, b) = read_more(&mut conn.stream, ubuf, wait()).await;
+            ubuf = b;
+            match r {
+                Ok(0) | Err(IoFail::Io(_)) => return AttemptEnd::Failed(UpstreamFailure::Reset),
+                Ok(_) => {}
+                Err(IoFail::Timeout) => {
+                    let failure = if timing.expired() {
+                        UpstreamFailure::Timeout
+                    } else if per_try.is_some_and(|d| Instant::now() >= d) {
+                        UpstreamFailure::PerTryTimeout
+                    } else {
+                        UpstreamFailure::StreamIdle
+                    };
+                    return AttemptEnd::Failed(failure);
+                }
             }
         }
     }
@@ -537,18 +873,19 @@ impl HttpConnectionManager {
         is_head: bool,
     ) -> Outcome {
         let (status, body) = f.reply();
-        if matches!(f, UpstreamFailure::Reset | UpstreamFailure::Malformed) {
-            cluster.stats.upstream_rq_rx_reset.inc();
-        }
-        if !matches!(f, UpstreamFailure::StreamIdle) {
-            cluster.stats.count_status(status);
+        count_failure(cluster, &f);
+        if matches!(f, UpstreamFailure::StreamIdle) {
+            self.stats.downstream_rq_idle_timeout.inc();
         }
         let method = if is_head { "HEAD" } else { "GET" };
         let ok = self.local_reply_head_aware(down, status, body, keep_alive, method).await;
-        Outcome { status, reusable: keep_alive && ok }
+        Outcome { status, reusable: keep_alive && ok, upgraded: None }
     }
 
-    fn upstream_request_head(&self, head: &RequestHead, peer: SocketAddr, rewrite: &Rewrite<'_>) -> Vec<u8> {
+    fn upstream_request_head(&self, ex: &Exchange<'_>, upstream_hostname: Option<&str>, attempt: u32) -> Vec<u8> {
+        let head = ex.head;
+        let rewrite = Rewrite { fwd: ex.fwd, matched: ex.matched };
+        let mutations = ex.request_headers;
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(head.method.as_bytes());
         out.push(b' ');
@@ -559,16 +896,18 @@ impl HttpConnectionManager {
         out.extend_from_slice(rewrite.path(target).as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let hop = hop_by_hop(&head.headers);
+        let host_rewrite =
+            ex.fwd.host_rewrite.as_deref().or(if ex.fwd.auto_host_rewrite { upstream_hostname } else { None });
         let mut has_xfp = false;
         let mut has_request_id = false;
         let mut xff: Option<Vec<u8>> = None;
         for (name, value) in &head.headers {
             let lower = name.to_ascii_lowercase();
-            if hop.contains(&lower) || lower == "expect" || drops(rewrite.request_headers, &lower) {
+            if hop.contains(&lower) || lower == "expect" || drops(mutations, &lower) {
                 continue;
             }
             match lower.as_str() {
-                "host" if rewrite.host.is_some() || absolute.is_some() => continue,
+                "host" if host_rewrite.is_some() || absolute.is_some() => continue,
                 // Several x-forwarded-for headers are one list.
                 "x-forwarded-for" => {
                     match &mut xff {
@@ -585,11 +924,13 @@ impl HttpConnectionManager {
                 "x-forwarded-proto" if self.config.use_remote_address => continue,
                 "x-forwarded-proto" => has_xfp = true,
                 "x-request-id" => has_request_id = true,
+                // Envoy sets the attempt count itself.
+                "x-envoy-attempt-count" => continue,
                 _ => {}
             }
             push_header(&mut out, name.as_bytes(), value);
         }
-        if let Some(h) = rewrite.host {
+        if let Some(h) = host_rewrite {
             push_header(&mut out, b"host", h.as_bytes());
         } else if let Some((authority, _)) = &absolute {
             push_header(&mut out, b"host", authority.as_bytes());
@@ -601,11 +942,11 @@ impl HttpConnectionManager {
         match (xff, append) {
             (Some(mut joined), true) => {
                 joined.extend_from_slice(b", ");
-                joined.extend_from_slice(peer.ip().to_string().as_bytes());
+                joined.extend_from_slice(ex.peer.ip().to_string().as_bytes());
                 push_header(&mut out, b"x-forwarded-for", &joined);
             }
             (Some(v), false) => push_header(&mut out, b"x-forwarded-for", &v),
-            (None, true) => push_header(&mut out, b"x-forwarded-for", peer.ip().to_string().as_bytes()),
+            (None, true) => push_header(&mut out, b"x-forwarded-for", ex.peer.ip().to_string().as_bytes()),
             (None, false) => {}
         }
         if !has_xfp {
@@ -614,7 +955,17 @@ impl HttpConnectionManager {
         if !has_request_id && self.config.generate_request_id {
             push_header(&mut out, b"x-request-id", uuid4(&self.rng).as_bytes());
         }
-        push_adds(&mut out, rewrite.request_headers, &head.headers);
+        if ex.fwd.retry.is_some() && ex.upgrade.is_none() {
+            push_header(&mut out, b"x-envoy-attempt-count", attempt.to_string().as_bytes());
+        }
+        if let Some(via) = &self.config.via {
+            push_header(&mut out, b"via", via.as_bytes());
+        }
+        if let (Some(_), Some(value)) = (ex.upgrade, head.header("upgrade")) {
+            push_header(&mut out, b"connection", b"upgrade");
+            push_header(&mut out, b"upgrade", value);
+        }
+        push_adds(&mut out, mutations, &head.headers);
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -622,12 +973,12 @@ impl HttpConnectionManager {
     fn downstream_response_head(
         &self,
         r: &ResponseHead,
-        raw: &[u8],
         mutations: &HeaderMutations,
         keep_alive: bool,
         service_ms: u128,
+        upgrade: Option<&[u8]>,
     ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(raw.len() + 128);
+        let mut out = Vec::with_capacity(r.head_len + 160);
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, r.reason).as_bytes());
         let hop = hop_by_hop(&r.headers);
         for (name, value) in &r.headers {
@@ -639,12 +990,18 @@ impl HttpConnectionManager {
             push_header(&mut out, name.as_bytes(), value);
         }
         push_adds(&mut out, mutations, &r.headers);
-        if r.framing == ResponseFraming::Chunked {
+        if r.framing == ResponseFraming::Chunked && upgrade.is_none() {
             push_header(&mut out, b"transfer-encoding", b"chunked");
         }
         push_header(&mut out, b"server", self.config.server_name.as_bytes());
         push_header(&mut out, b"x-envoy-upstream-service-time", service_ms.to_string().as_bytes());
-        if !keep_alive {
+        if let Some(via) = &self.config.via {
+            push_header(&mut out, b"via", via.as_bytes());
+        }
+        if let Some(kind) = upgrade {
+            push_header(&mut out, b"connection", b"upgrade");
+            push_header(&mut out, b"upgrade", kind);
+        } else if !keep_alive {
             push_header(&mut out, b"connection", b"close");
         }
         out.extend_from_slice(b"\r\n");
@@ -652,52 +1009,58 @@ impl HttpConnectionManager {
     }
 
     /// Streams the request body from `down` (starting with what is already in
-    /// `buf`) to `up`. On return, `buf` holds only bytes after the body.
+    /// `buf`) to `up`; on a retry, first replays what earlier attempts sent.
+    /// On return, `buf` holds only bytes after the body.
     async fn forward_request_body(
         &self,
         down: &mut TcpStream,
         up: &mut TcpStream,
         buf: &mut Vec<u8>,
-        framing: BodyFraming,
-        wait: impl Fn() -> Duration,
+        body: &mut RequestBody,
+        idle: Duration,
+        replay: bool,
     ) -> Result<(), BodyError> {
-        match framing {
-            BodyFraming::None => Ok(()),
-            BodyFraming::ContentLength(mut left) => loop {
-                let n = (buf.len() as u64).min(left) as usize;
-                let (r, b) = write_range(up, std::mem::take(buf), 0..n, wait()).await;
-                *buf = b;
-                r.map_err(|_| BodyError::Upstream)?;
-                buf.drain(..n.min(buf.len()));
-                left -= n as u64;
-                if left == 0 {
-                    return Ok(());
+        if replay && let Some(sent) = body.replay.take() {
+            let n = sent.len();
+            let (r, back) = write_range(up, sent, 0..n, idle).await;
+            body.replay = (back.len() == n).then_some(back);
+            r.map_err(|_| BodyError::Upstream)?;
+        }
+        if body.complete {
+            return Ok(());
+        }
+        let request_deadline = self.config.request_timeout.map(|t| body.started + t);
+        let wait = || match request_deadline {
+            Some(d) => idle.min(d.saturating_duration_since(Instant::now())),
+            None => idle,
+        };
+        loop {
+            // How much of `buf` belongs to the body; it is forwarded raw.
+            let (used, done) = match &mut body.progress {
+                BodyProgress::Length(left) => {
+                    let n = (buf.len() as u64).min(*left) as usize;
+                    *left -= n as u64;
+                    (n, *left == 0)
                 }
-                let (r, b) = read_more(down, std::mem::take(buf), wait()).await;
-                *buf = b;
-                match r {
-                    Ok(0) | Err(_) => return Err(BodyError::Downstream(0)),
-                    Ok(_) => {}
-                }
-            },
-            BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                loop {
-                    // Find how much of `buf` belongs to the body; forward it raw.
-                    let (used, done) = decoder.scan(buf).map_err(|e| BodyError::Downstream(e.status()))?;
-                    let (r, b) = write_range(up, std::mem::take(buf), 0..used, wait()).await;
-                    *buf = b;
-                    r.map_err(|_| BodyError::Upstream)?;
-                    buf.drain(..used.min(buf.len()));
-                    if done {
-                        return Ok(());
-                    }
-                    let (r, b) = read_more(down, std::mem::take(buf), wait()).await;
-                    *buf = b;
-                    match r {
-                        Ok(0) | Err(_) => return Err(BodyError::Downstream(0)),
-                        Ok(_) => {}
-                    }
+                BodyProgress::Chunked(decoder) => decoder.scan(buf).map_err(|e| BodyError::Downstream(e.status()))?,
+            };
+            body.keep(&buf[..used]);
+            let (r, b) = write_range(up, std::mem::take(buf), 0..used, wait()).await;
+            *buf = b;
+            r.map_err(|_| BodyError::Upstream)?;
+            buf.drain(..used.min(buf.len()));
+            if done {
+                body.complete = true;
+                return Ok(());
+            }
+            let (r, b) = read_more(down, std::mem::take(buf), wait()).await;
+            *buf = b;
+            match r {
+                Ok(0) | Err(IoFail::Io(_)) => return Err(BodyError::Downstream(0)),
+                Ok(_) => {}
+                Err(IoFail::Timeout) => {
+                    let by_request_timeout = request_deadline.is_some_and(|d| Instant::now() >= d);
+                    return Err(BodyError::DownstreamTimeout(by_request_timeout));
                 }
             }
         }
@@ -811,7 +1174,7 @@ fn redirect_location(rd: &RedirectConfig, matched: &PathMatch, host: &str, targe
     format!("{scheme}://{host_name}{port}{new_path}{query}")
 }
 
-/// The host and path a request is routed by. An absolute-form target names
+/// The host and path (with its query) a request is routed by. An absolute-form target names
 /// both; otherwise Host and the origin-form path.
 fn route_key(head: &RequestHead) -> (String, String) {
     let (host, path_and_query) = match split_absolute(&head.target) {
@@ -821,8 +1184,7 @@ fn route_key(head: &RequestHead) -> (String, String) {
             (host.to_string(), head.target.clone())
         }
     };
-    let path = path_and_query.split('?').next().unwrap_or("").to_string();
-    (host, path)
+    (host, path_and_query)
 }
 
 #[derive(Clone, Copy)]
@@ -830,6 +1192,7 @@ struct HeadRules {
     limits: Limits,
     request_headers_timeout: Duration,
     idle_timeout: Duration,
+    max_connection_duration: Option<Duration>,
 }
 
 /// Reads until `buf` holds a complete request head. Waiting for a request to
@@ -871,28 +1234,33 @@ enum HeadRead {
 enum BodyError {
     /// The client's body was bad or it went away; the status to answer, or 0.
     Downstream(u16),
+    /// The client sent nothing for the stream idle timeout, or (true) the
+    /// request_timeout passed.
+    DownstreamTimeout(bool),
     Upstream,
 }
 
-/// Path and host rewrites of a matched route.
+/// The path rewrite of a matched route.
 struct Rewrite<'a> {
-    prefix: Option<&'a str>,
-    host: Option<&'a str>,
-    matched: &'a crate::config::PathMatch,
-    request_headers: &'a HeaderMutations,
-    response_headers: &'a HeaderMutations,
+    fwd: &'a ForwardConfig,
+    matched: &'a PathMatch,
 }
 
 impl Rewrite<'_> {
-    /// `prefix_rewrite` replaces the matched prefix (or the whole matched path).
+    /// `prefix_rewrite` replaces the matched prefix (or the whole matched
+    /// path); `regex_rewrite` replaces every match in the path. The query is
+    /// kept as it was.
     fn path(&self, target: &str) -> String {
-        let Some(new_prefix) = self.prefix else { return target.to_string() };
         let (path, query) = match target.find('?') {
             Some(i) => (&target[..i], &target[i..]),
             None => (target, ""),
         };
+        if let Some((re, substitution)) = &self.fwd.regex_rewrite {
+            return format!("{}{query}", re.replace_all(path, substitution.as_str()));
+        }
+        let Some(new_prefix) = self.fwd.prefix_rewrite.as_deref() else { return target.to_string() };
         let rest = match self.matched {
-            crate::config::PathMatch::Prefix(p) if path.len() >= p.len() => &path[p.len()..],
+            PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) if path.len() >= p.len() => &path[p.len()..],
             _ => "",
         };
         format!("{new_prefix}{rest}{query}")
@@ -914,6 +1282,12 @@ struct ResponseHead {
     head_len: usize,
     framing: ResponseFraming,
     upstream_keep_alive: bool,
+}
+
+impl ResponseHead {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
 }
 
 /// Parses an upstream response head; `Err` for anything malformed or
@@ -1133,19 +1507,28 @@ mod tests {
     }
 
     #[test]
-    fn prefix_rewrite_keeps_the_rest_and_the_query() {
-        let m = crate::config::PathMatch::Prefix("/api/".into());
-        let none_headers = HeaderMutations::default();
-        let r = Rewrite {
-            prefix: Some("/"),
-            host: None,
-            matched: &m,
-            request_headers: &none_headers,
-            response_headers: &none_headers,
+    fn path_rewrites_keep_the_rest_and_the_query() {
+        let fwd = |prefix: Option<&str>, regex: Option<(&str, &str)>| ForwardConfig {
+            target: ForwardTarget::Cluster(ClusterId(0)),
+            prefix_rewrite: prefix.map(str::to_string),
+            regex_rewrite: regex.map(|(re, sub)| (regex::Regex::new(re).unwrap(), sub.to_string())),
+            host_rewrite: None,
+            auto_host_rewrite: false,
+            timeout: None,
+            idle_timeout: None,
+            retry: None,
+            upgrades: vec![],
         };
-        assert_eq!(r.path("/api/users?id=1"), "/users?id=1");
-        let none = Rewrite { prefix: None, ..r };
-        assert_eq!(none.path("/api/x"), "/api/x");
+        let m = PathMatch::Prefix("/api/".into());
+        let prefixed = fwd(Some("/"), None);
+        assert_eq!(Rewrite { fwd: &prefixed, matched: &m }.path("/api/users?id=1"), "/users?id=1");
+        let plain = fwd(None, None);
+        assert_eq!(Rewrite { fwd: &plain, matched: &m }.path("/api/x"), "/api/x");
+        let sep = PathMatch::SeparatedPrefix("/v1".into());
+        assert_eq!(Rewrite { fwd: &fwd(Some("/v2"), None), matched: &sep }.path("/v1/a"), "/v2/a");
+        // Envoy's documented example: /service/foo/v1/api → /v1/api/instance/foo.
+        let re = fwd(None, Some(("^/service/([^/]+)(/.*)$", "${2}/instance/${1}")));
+        assert_eq!(Rewrite { fwd: &re, matched: &m }.path("/service/foo/v1/api?x=1"), "/v1/api/instance/foo?x=1");
     }
 
     #[test]

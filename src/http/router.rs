@@ -4,13 +4,34 @@
 //!
 //! connection manager → **router** → cluster | direct response
 
-use crate::config::{DomainMatch, PathMatch, RouteEntry, RouteTable, VirtualHostConfig};
+use std::borrow::Cow;
 
-/// The route for a request to `host` (the Host header) and `path` (the
-/// request target without its query), if any.
-pub fn route<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a RouteEntry> {
-    let vhost = virtual_host(table, host)?;
-    vhost.routes.iter().find(|r| path_matches(r, path))
+use crate::config::{
+    DomainMatch, HeaderMatch, HeaderRule, PathMatch, QueryMatch, RouteEntry, RouteTable, StringMatch, StringMatchKind,
+    VirtualHostConfig,
+};
+
+/// What a route matches on.
+pub struct RequestView<'a> {
+    /// The Host header (or the authority of an absolute-form target).
+    pub host: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query after `?`, without it ("" when none).
+    pub query: &'a str,
+    pub method: &'a str,
+    pub headers: &'a [(String, Vec<u8>)],
+}
+
+/// The first route of the request's virtual host whose path, header and
+/// query parameter conditions all hold.
+pub fn route<'a>(table: &'a RouteTable, req: &RequestView<'_>) -> Option<&'a RouteEntry> {
+    let vhost = virtual_host(table, req.host)?;
+    vhost.routes.iter().find(|r| {
+        path_matches(r, req.path)
+            && r.headers.iter().all(|h| header_matches(h, req))
+            && r.query.iter().all(|q| query_matches(q, req.query))
+    })
 }
 
 /// Envoy's precedence: exact, then the longest `*.suffix`, then the longest
@@ -72,6 +93,87 @@ fn path_matches(r: &RouteEntry, path: &str) -> bool {
         PathMatch::Exact(p) if r.case_sensitive => path == p,
         PathMatch::Exact(p) => path.eq_ignore_ascii_case(p),
         PathMatch::Regex(re) => re.is_match(path),
+        PathMatch::SeparatedPrefix(p) => {
+            let head_matches = path.len() >= p.len()
+                && path.is_char_boundary(p.len())
+                && if r.case_sensitive {
+                    path.starts_with(p.as_str())
+                } else {
+                    path[..p.len()].eq_ignore_ascii_case(p)
+                };
+            head_matches && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+        }
+    }
+}
+
+/// A request header's value for matching: the request line's parts for the
+/// pseudo-headers, several headers of one name joined with `,`.
+fn header_value<'a>(name: &str, req: &RequestView<'a>) -> Option<Cow<'a, str>> {
+    match name {
+        ":method" => return Some(Cow::Borrowed(req.method)),
+        ":authority" => return Some(Cow::Borrowed(req.host)),
+        ":scheme" => return Some(Cow::Borrowed("http")),
+        ":path" if req.query.is_empty() => return Some(Cow::Borrowed(req.path)),
+        ":path" => return Some(Cow::Owned(format!("{}?{}", req.path, req.query))),
+        _ => {}
+    }
+    let mut found: Option<Cow<'a, str>> = None;
+    for (n, v) in req.headers {
+        if n.eq_ignore_ascii_case(name) {
+            let v = String::from_utf8_lossy(v);
+            found = Some(match found {
+                None => v,
+                Some(prev) => Cow::Owned(format!("{prev},{v}")),
+            });
+        }
+    }
+    found
+}
+
+fn header_matches(h: &HeaderMatch, req: &RequestView<'_>) -> bool {
+    let value = match header_value(&h.name, req) {
+        Some(v) => v,
+        None if h.missing_as_empty => Cow::Borrowed(""),
+        // Absent: only a presence test can hold (present_match: false, or an
+        // inverted present_match: true).
+        None => return matches!(h.rule, HeaderRule::Present(p) if p == h.invert),
+    };
+    let hit = match &h.rule {
+        HeaderRule::Present(p) => *p,
+        HeaderRule::Value(m) => string_matches(m, &value),
+        HeaderRule::Range(start, end) => value.trim().parse::<i64>().is_ok_and(|n| *start <= n && n < *end),
+    };
+    hit != h.invert
+}
+
+fn query_matches(q: &QueryMatch, query: &str) -> bool {
+    let value = query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == q.name).then_some(v)
+    });
+    match (value, &q.value) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(v), Some(m)) => string_matches(m, v),
+    }
+}
+
+/// Envoy's string matcher. Patterns of an `ignore_case` matcher are stored
+/// lower-cased.
+pub fn string_matches(m: &StringMatch, value: &str) -> bool {
+    let folded;
+    let v = if m.ignore_case && !matches!(m.kind, StringMatchKind::Regex(_)) {
+        folded = value.to_ascii_lowercase();
+        folded.as_str()
+    } else {
+        value
+    };
+    match &m.kind {
+        StringMatchKind::Exact(s) => v == s,
+        StringMatchKind::Prefix(s) => v.starts_with(s.as_str()),
+        StringMatchKind::Suffix(s) => v.ends_with(s.as_str()),
+        StringMatchKind::Contains(s) => v.contains(s.as_str()),
+        StringMatchKind::Regex(re) => re.is_match(v),
     }
 }
 
@@ -82,8 +184,11 @@ mod tests {
 
     fn entry(path: PathMatch, case_sensitive: bool, tag: u16) -> RouteEntry {
         RouteEntry {
+            name: None,
             path,
             case_sensitive,
+            headers: vec![],
+            query: vec![],
             action: RouteActionConfig::Direct { status: tag, body: String::new() },
             request_headers: Default::default(),
             response_headers: Default::default(),
@@ -93,8 +198,12 @@ mod tests {
     fn tag(e: Option<&RouteEntry>) -> Option<u16> {
         match e?.action {
             RouteActionConfig::Direct { status, .. } => Some(status),
-            RouteActionConfig::Cluster { .. } | RouteActionConfig::Redirect(_) => None,
+            RouteActionConfig::Forward(_) | RouteActionConfig::Redirect(_) => None,
         }
+    }
+
+    fn view<'a>(host: &'a str, path: &'a str, query: &'a str, headers: &'a [(String, Vec<u8>)]) -> RequestView<'a> {
+        RequestView { host, path, query, method: "GET", headers }
     }
 
     fn vhost(name: &str, domains: Vec<DomainMatch>, tag: u16) -> VirtualHostConfig {
@@ -129,7 +238,7 @@ mod tests {
             ("other.org", 200),
         ];
         for (host, want) in cases {
-            assert_eq!(tag(route(&table, host, "/")), Some(want), "{host}");
+            assert_eq!(tag(route(&table, &view(host, "/", "", &[]))), Some(want), "{host}");
         }
     }
 
@@ -158,8 +267,61 @@ mod tests {
             ("/Service/1", None),
         ];
         for (path, want) in cases {
-            assert_eq!(tag(route(&table, "h", path)), want, "{path}");
+            assert_eq!(tag(route(&table, &view("h", path, "", &[]))), want, "{path}");
         }
+    }
+
+    #[test]
+    fn headers_query_and_separated_prefixes_narrow_routes() {
+        let exact = |s: &str| StringMatch { kind: StringMatchKind::Exact(s.into()), ignore_case: false };
+        let h = |name: &str, rule: HeaderRule, invert: bool| HeaderMatch {
+            name: name.into(),
+            rule,
+            invert,
+            missing_as_empty: false,
+        };
+        let mut canary = entry(PathMatch::Prefix("/".into()), true, 201);
+        canary.headers = vec![h("x-canary", HeaderRule::Value(exact("yes")), false)];
+        let mut not_get = entry(PathMatch::Prefix("/".into()), true, 202);
+        not_get.headers = vec![h(":method", HeaderRule::Value(exact("GET")), true)];
+        let mut versioned = entry(PathMatch::Prefix("/".into()), true, 203);
+        versioned.query = vec![QueryMatch {
+            name: "v".into(),
+            value: Some(StringMatch { kind: StringMatchKind::Prefix("beta".into()), ignore_case: true }),
+        }];
+        let mut ranged = entry(PathMatch::Prefix("/".into()), true, 204);
+        ranged.headers = vec![h("x-shard", HeaderRule::Range(0, 10), false)];
+        let mut no_debug = entry(PathMatch::SeparatedPrefix("/api".into()), true, 205);
+        no_debug.headers = vec![h("x-debug", HeaderRule::Present(false), false)];
+        let table = RouteTable {
+            virtual_hosts: vec![VirtualHostConfig {
+                name: "v".into(),
+                domains: vec![DomainMatch::Any],
+                routes: vec![canary, versioned, ranged, no_debug, not_get],
+            }],
+        };
+        let hdr = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
+        let canary_h = [hdr("X-Canary", "yes")];
+        let shard_h = [hdr("x-shard", "7")];
+        let far_shard_h = [hdr("x-shard", "10")];
+        let debug_h = [hdr("x-debug", "1")];
+        type Case<'a> = (&'a str, &'a str, &'a [(String, Vec<u8>)], Option<u16>);
+        let cases: Vec<Case> = vec![
+            ("/x", "", &canary_h, Some(201)),
+            ("/x", "a=1&v=BETA2", &[], Some(203)),
+            ("/x", "v", &[], None),
+            ("/x", "", &shard_h, Some(204)),
+            ("/x", "", &far_shard_h, None),
+            ("/api", "", &[], Some(205)),
+            ("/api/x", "", &[], Some(205)),
+            ("/apix", "", &[], None),
+            ("/api", "", &debug_h, None),
+        ];
+        for (path, query, headers, want) in cases {
+            assert_eq!(tag(route(&table, &view("h", path, query, headers))), want, "{path}?{query} {headers:?}");
+        }
+        let post = RequestView { host: "h", path: "/apix", query: "", method: "POST", headers: &[] };
+        assert_eq!(tag(route(&table, &post)), Some(202));
     }
 
     #[test]

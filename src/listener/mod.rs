@@ -106,14 +106,16 @@ pub struct ListenerRt {
 
 pub enum Terminal {
     TcpProxy(TcpProxy),
-    Http(HttpConnectionManager),
+    Http(Box<HttpConnectionManager>),
 }
 
 impl ListenerRt {
     pub fn new(config: &ListenerConfig, shard: &Shard, worker: usize, seed: u64) -> Self {
         let terminal = match &config.filter_chain.terminal {
             NetworkFilter::TcpProxy(tp) => Terminal::TcpProxy(TcpProxy::new(tp, shard, seed)),
-            NetworkFilter::HttpConnectionManager(hcm) => Terminal::Http(HttpConnectionManager::new(hcm, shard, seed)),
+            NetworkFilter::HttpConnectionManager(hcm) => {
+                Terminal::Http(Box::new(HttpConnectionManager::new(hcm, shard, seed)))
+            }
         };
         ListenerRt { config: config.clone(), stats: ListenerStats::new(shard, &config.stat_name, worker), terminal }
     }

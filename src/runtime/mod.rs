@@ -125,6 +125,9 @@ impl Server {
     pub fn start(snapshot: Snapshot, opts: Options) -> io::Result<Server> {
         let cores = allowed_cores();
         let concurrency = opts.concurrency.unwrap_or(cores.len()).max(1);
+        // Access log files are opened (and their writer threads started) by
+        // serving, never by validation.
+        crate::access_log::open_writers(&snapshot).map_err(|e| io::Error::other(e.to_string()))?;
 
         // Bind everything before starting anything, so a bad address fails fast.
         let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..concurrency).map(|_| Vec::new()).collect();
@@ -251,6 +254,8 @@ impl Server {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // The workers' last access log lines reach their files before exit.
+        crate::access_log::sync_writers(Duration::from_secs(5));
         if let Some(t) = self.config_thread.take() {
             let _ = t.join();
         }
@@ -450,6 +455,7 @@ fn reload(current: &Snapshot, text: Option<String>, path: Option<&std::path::Pat
     if current.admin.as_ref().map(|a| a.addr) != next.admin.as_ref().map(|a| a.addr) {
         return Err(ConfigError::new("admin.address", "changing the admin address needs a restart"));
     }
+    crate::access_log::open_writers(&next)?;
     // Names are looked up only for a config that will be taken.
     config::dns::resolve_all(&mut next, Some(current));
     Ok(next)

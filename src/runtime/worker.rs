@@ -116,6 +116,7 @@ pub async fn run(
         }
     }
     drop(stop_rx);
+    monoio::spawn(flush_periodically(worker.clone()));
 
     while nudges.recv().await.is_ok() {
         if worker.shared.draining.load(Ordering::Acquire) {
@@ -134,4 +135,24 @@ pub async fn run(
     if worker.active.get() > 0 {
         tracing::info!(worker = worker.index, open = worker.active.get(), "drain time over; closing open connections");
     }
+    flush(&worker);
+}
+
+/// How often a worker hands what it buffers on its own core (histogram
+/// samples, access log lines) to the threads that read or write them.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn flush_periodically(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(FLUSH_INTERVAL).await;
+        flush(&worker);
+    }
+}
+
+/// Publishes this core's buffered observations. Runs on the worker thread,
+/// every `FLUSH_INTERVAL` and once more when the worker stops.
+fn flush(worker: &Worker) {
+    let _ = worker;
+    crate::stats::flush_local_histograms();
+    crate::access_log::flush_core();
 }

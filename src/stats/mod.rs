@@ -1,12 +1,16 @@
-//! Stats: each worker writes its own shard of counters and gauges with Envoy's
-//! names; the admin thread merges the shards on read (`Store::merged`).
+//! Stats: each worker writes its own shard of counters, gauges and histograms
+//! with Envoy's names; the admin thread merges the shards on read
+//! (`Store::merged`).
 //!
 //! Every metric has exactly one writer thread (the shard's owner), so an update
 //! is a plain load and store on an atomic it alone writes: no lock prefix, no
-//! lock, no contended cache line. Registration takes the shard's mutex; it
-//! happens when a worker installs a snapshot, never per connection.
+//! lock, no contended cache line. Histograms record into a buffer of the
+//! writer's own and reach the shard once per flush (`histogram`).
+//! Registration takes the shard's mutex; it happens when a worker installs a
+//! snapshot, never per connection.
 
 mod format;
+mod histogram;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use format::{prometheus, text, text_json};
+pub use histogram::{DEFAULT_BUCKETS, Histogram, HistogramValue, SUPPORTED_QUANTILES, Samples, flush_local_histograms};
 
 /// A monotonically increasing count, written by its shard's owner only.
 #[derive(Clone, Debug)]
@@ -152,6 +157,8 @@ fn sanitize(name: &str) -> String {
 enum Metric {
     Counter(Counter),
     Gauge(Gauge),
+    /// The flushed samples; the unflushed ones are in the writer's buffers.
+    Histogram(Box<HistogramValue>),
 }
 
 struct Entry {
@@ -172,13 +179,18 @@ struct ShardInner {
 /// share the `server` shard for the few stats they write.
 #[derive(Default)]
 pub struct Shard {
-    inner: Mutex<ShardInner>,
+    /// An `Arc` so that the writer's histogram buffers can find it at flush.
+    inner: Arc<Mutex<ShardInner>>,
+}
+
+fn lock_inner(inner: &Mutex<ShardInner>) -> MutexGuard<'_, ShardInner> {
+    // A poisoned shard still holds valid integers; keep serving them.
+    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shard {
     fn lock(&self) -> MutexGuard<'_, ShardInner> {
-        // A poisoned shard still holds valid integers; keep serving them.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock_inner(&self.inner)
     }
 
     pub fn counter(&self, key: StatKey) -> Counter {
@@ -189,8 +201,8 @@ impl Shard {
             .or_insert_with(|| Entry { key, metric: Metric::Counter(Counter::detached()) });
         match &entry.metric {
             Metric::Counter(c) => c.clone(),
-            // A name registered as a gauge elsewhere: keep the first kind.
-            Metric::Gauge(_) => Counter::detached(),
+            // A name registered as another kind elsewhere: keep the first kind.
+            _ => Counter::detached(),
         }
     }
 
@@ -202,8 +214,15 @@ impl Shard {
             .or_insert_with(|| Entry { key, metric: Metric::Gauge(Gauge::detached()) });
         match &entry.metric {
             Metric::Gauge(g) => g.clone(),
-            Metric::Counter(_) => Gauge::detached(),
+            _ => Gauge::detached(),
         }
+    }
+
+    /// A latency histogram (ms). Register it on the thread that records it:
+    /// that thread's `flush_local_histograms` publishes the samples. The same
+    /// name registered again on that thread feeds the same buffer.
+    pub fn histogram(&self, key: StatKey) -> Histogram {
+        histogram::register(&self.inner, key)
     }
 
     pub fn host_counter(&self, cluster: &str, addr: SocketAddr, stat: &'static str) -> Counter {
@@ -214,7 +233,7 @@ impl Shard {
             .or_insert_with(|| Metric::Counter(Counter::detached()))
         {
             Metric::Counter(c) => c.clone(),
-            Metric::Gauge(_) => Counter::detached(),
+            _ => Counter::detached(),
         }
     }
 
@@ -222,7 +241,7 @@ impl Shard {
         let mut inner = self.lock();
         match inner.hosts.entry((cluster.to_string(), addr, stat)).or_insert_with(|| Metric::Gauge(Gauge::detached())) {
             Metric::Gauge(g) => g.clone(),
-            Metric::Counter(_) => Gauge::detached(),
+            _ => Gauge::detached(),
         }
     }
 }
@@ -232,13 +251,34 @@ impl Shard {
 pub enum Value {
     Counter(u64),
     Gauge(i64),
+    Histogram(Box<HistogramValue>),
 }
 
 impl Value {
+    /// A counter's or gauge's value; a histogram's cumulative sample count.
     pub fn as_i128(&self) -> i128 {
-        match *self {
-            Value::Counter(v) => i128::from(v),
-            Value::Gauge(v) => i128::from(v),
+        match self {
+            Value::Counter(v) => i128::from(*v),
+            Value::Gauge(v) => i128::from(*v),
+            Value::Histogram(h) => i128::from(h.cumulative.count()),
+        }
+    }
+
+    fn of(metric: &Metric) -> Self {
+        match metric {
+            Metric::Counter(c) => Value::Counter(c.value()),
+            Metric::Gauge(g) => Value::Gauge(g.value()),
+            Metric::Histogram(h) => Value::Histogram(h.clone()),
+        }
+    }
+
+    /// Adds another shard's value of the same stat; a kind mismatch keeps this one.
+    fn merge(&mut self, metric: &Metric) {
+        match (self, metric) {
+            (Value::Counter(a), Metric::Counter(b)) => *a = a.wrapping_add(b.value()),
+            (Value::Gauge(a), Metric::Gauge(b)) => *a = a.wrapping_add(b.value()),
+            (Value::Histogram(a), Metric::Histogram(b)) => a.merge(b),
+            _ => {}
         }
     }
 }
@@ -279,20 +319,13 @@ impl Store {
         for shard in self.workers.iter().chain(std::iter::once(&self.server)) {
             let inner = shard.lock();
             for (name, entry) in &inner.stats {
-                let value = match &entry.metric {
-                    Metric::Counter(c) => Value::Counter(c.value()),
-                    Metric::Gauge(g) => Value::Gauge(g.value()),
-                };
                 match out.get_mut(name) {
-                    Some(m) => {
-                        m.value = match (&m.value, value) {
-                            (Value::Counter(a), Value::Counter(b)) => Value::Counter(a.wrapping_add(b)),
-                            (Value::Gauge(a), Value::Gauge(b)) => Value::Gauge(a.wrapping_add(b)),
-                            (kept, _) => kept.clone(),
-                        }
-                    }
+                    Some(m) => m.value.merge(&entry.metric),
                     None => {
-                        out.insert(name.clone(), MergedStat { key: entry.key.clone(), value });
+                        out.insert(
+                            name.clone(),
+                            MergedStat { key: entry.key.clone(), value: Value::of(&entry.metric) },
+                        );
                     }
                 }
             }
@@ -308,6 +341,7 @@ impl Store {
                 let v = match metric {
                     Metric::Counter(c) => c.value() as i64,
                     Metric::Gauge(g) => g.value(),
+                    Metric::Histogram(_) => continue,
                 };
                 *out.entry((cluster.clone(), *addr)).or_default().entry(stat).or_default() += v;
             }
@@ -315,7 +349,8 @@ impl Store {
         out
     }
 
-    /// One merged value by name, for tests and `/server_info`.
+    /// One merged counter or gauge by name, for tests and `/server_info`.
+    /// `None` for a histogram (see `histogram`).
     pub fn get(&self, name: &str) -> Option<i128> {
         let mut found = None;
         for shard in self.workers.iter().chain(std::iter::once(&self.server)) {
@@ -323,8 +358,23 @@ impl Store {
                 let v = match &e.metric {
                     Metric::Counter(c) => i128::from(c.value()),
                     Metric::Gauge(g) => i128::from(g.value()),
+                    Metric::Histogram(_) => return None,
                 };
                 found = Some(found.unwrap_or(0) + v);
+            }
+        }
+        found
+    }
+
+    /// One histogram by name, merged over shards (flushed samples only).
+    pub fn histogram(&self, name: &str) -> Option<HistogramValue> {
+        let mut found: Option<HistogramValue> = None;
+        for shard in self.workers.iter().chain(std::iter::once(&self.server)) {
+            if let Some(Entry { metric: Metric::Histogram(h), .. }) = shard.lock().stats.get(name) {
+                match &mut found {
+                    Some(f) => f.merge(h),
+                    None => found = Some((**h).clone()),
+                }
             }
         }
         found

@@ -216,6 +216,24 @@ impl TcpProxy {
     }
 }
 
+/// Relays bytes both ways between two connections through user-space
+/// buffers of `buffer` bytes, until both directions end (half-closes are
+/// passed on), either fails, or nothing moves for `idle`. For upgraded HTTP
+/// connections, whose traffic is small messages rather than bulk.
+pub async fn tunnel(a: TcpStream, b: TcpStream, idle: Duration, buffer: usize) -> io::Result<()> {
+    let last_activity = Cell::new(Instant::now());
+    let buffer = buffer.clamp(4096, 64 * 1024);
+    let (mut ar, mut aw) = a.into_split();
+    let (mut br, mut bw) = b.into_split();
+    let up = copy::pump(&mut ar, &mut bw, buffer, &last_activity, &|_| {});
+    let down = copy::pump(&mut br, &mut aw, buffer, &last_activity, &|_| {});
+    match drive(up, down, Some(idle), &last_activity).await {
+        Ok(_) => Ok(()),
+        Err(RelayEnd::Idle) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+        Err(RelayEnd::Io(e)) => Err(e),
+    }
+}
+
 /// Sizes a proxied socket's kernel buffers from the connection's buffer limit
 /// instead of letting TCP autotune them (up to `tcp_rmem`'s maximum, often
 /// 6-32 MiB). This bounds what one connection can hold, and it keeps less

@@ -16,7 +16,7 @@ use monoio::net::TcpStream;
 use std::time::Duration;
 
 use crate::config::{ClusterId, Snapshot};
-use crate::stats::{Counter, Gauge, Shard, StatKey};
+use crate::stats::{Counter, Gauge, Histogram, Shard, StatKey};
 use lb::LoadBalancer;
 
 pub use connector::{UpstreamError, connect};
@@ -39,6 +39,7 @@ impl ClusterManager {
                     .iter()
                     .map(|e| Host {
                         addr: e.addr,
+                        hostname: e.hostname.clone(),
                         weight: e.weight,
                         stats: HostStats::new(shard, &c.name, e.addr),
                         idle: RefCell::new(Vec::new()),
@@ -81,6 +82,8 @@ impl Cluster {
 
 pub struct Host {
     pub addr: SocketAddr,
+    /// The DNS name the address came from (STRICT_DNS), for auto_host_rewrite.
+    pub hostname: Option<String>,
     pub weight: u32,
     pub stats: HostStats,
     /// This core's idle keep-alive connections to the host (HTTP/1.1).
@@ -92,6 +95,11 @@ pub struct Host {
 /// `upstream_cx_destroy` when it closes.
 pub struct UpstreamConn {
     pub stream: TcpStream,
+    guard: ConnGuard,
+}
+
+/// Keeps a connection counted as active until dropped.
+pub struct ConnGuard {
     cluster_active: Gauge,
     host_active: Gauge,
     destroy: Counter,
@@ -101,16 +109,22 @@ impl UpstreamConn {
     pub fn new(stream: TcpStream, cluster: &ClusterStats, host: &Host) -> Self {
         cluster.upstream_cx_active.inc();
         host.stats.cx_active.inc();
-        UpstreamConn {
-            stream,
+        let guard = ConnGuard {
             cluster_active: cluster.upstream_cx_active.clone(),
             host_active: host.stats.cx_active.clone(),
             destroy: cluster.upstream_cx_destroy.clone(),
-        }
+        };
+        UpstreamConn { stream, guard }
+    }
+
+    /// The socket, and the guard that keeps it counted while it is used
+    /// outside the pool (an upgraded tunnel).
+    pub fn into_parts(self) -> (TcpStream, ConnGuard) {
+        (self.stream, self.guard)
     }
 }
 
-impl Drop for UpstreamConn {
+impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.cluster_active.dec();
         self.host_active.dec();
@@ -169,6 +183,12 @@ pub struct ClusterStats {
     pub upstream_rq_xx: [Counter; 5],
     pub upstream_rq_timeout: Counter,
     pub upstream_rq_rx_reset: Counter,
+    pub upstream_rq_retry: Counter,
+    pub upstream_rq_retry_success: Counter,
+    pub upstream_rq_retry_limit_exceeded: Counter,
+    pub upstream_rq_per_try_timeout: Counter,
+    /// Envoy's `upstream_rq_time` (ms).
+    pub upstream_rq_time: Histogram,
     /// `upstream_rq_<code>`, registered the first time a code is seen on this
     /// core (the only time the data path touches the shard's registry).
     by_code: RefCell<HashMap<u16, Counter>>,
@@ -192,6 +212,10 @@ impl ClusterStats {
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
             upstream_cx_http1_total: c("upstream_cx_http1_total"),
             upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_retry: c("upstream_rq_retry"),
+            upstream_rq_retry_success: c("upstream_rq_retry_success"),
+            upstream_rq_retry_limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
+            upstream_rq_per_try_timeout: c("upstream_rq_per_try_timeout"),
             upstream_rq_xx: [1, 2, 3, 4, 5].map(|class| {
                 shard.counter(StatKey::with_class("cluster", cluster, "envoy_cluster_name", "upstream_rq", class))
             }),
@@ -200,6 +224,7 @@ impl ClusterStats {
             name: cluster.to_string(),
             upstream_rq_timeout: c("upstream_rq_timeout"),
             upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
+            upstream_rq_time: shard.histogram(StatKey::cluster(cluster, "upstream_rq_time")),
         }
     }
 
