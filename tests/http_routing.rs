@@ -467,3 +467,86 @@ fn bad_matchers_and_policies_are_refused_by_path() {
         assert!(err.contains(want), "want {want} in {err}");
     }
 }
+
+#[test]
+fn upstream_pools_honour_max_requests_and_idle_timeout() {
+    let app = HttpUpstream::start();
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n                response_headers_to_add: [{header: {key: x-route, value: r1}}]\n";
+    let options = r#"connect_timeout: 0.5s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: {idle_timeout: 0.2s, max_requests_per_connection: 2}
+        explicit_http_config: {http_protocol_options: {}}
+"#;
+    let yaml = http_yaml(&[("app", app.addr)], routes, "").replace("connect_timeout: 0.5s\n", options);
+    let (server, addr) = serve(&yaml);
+    let st = |n: &str| stat(&server, n);
+    let mut s = connect(addr);
+    for _ in 0..4 {
+        let (status, head, _) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(status, 200);
+        assert!(head.contains("\r\nx-route: r1\r\n"), "{head}");
+    }
+    // Two requests per upstream connection: four requests, two connections.
+    wait_until("quota reached twice", || st("cluster.app.upstream_cx_max_requests") == 2);
+    assert_eq!(st("cluster.app.upstream_cx_total"), 2);
+    assert_eq!(app.connections.load(std::sync::atomic::Ordering::Acquire), 2);
+    // One more leaves a pooled connection, which the idle timeout closes.
+    let (status, _, _) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(status, 200);
+    wait_until("idle connection closed", || {
+        st("cluster.app.upstream_cx_idle_timeout") == 1 && st("cluster.app.upstream_cx_active") == 0
+    });
+    stop(server);
+}
+
+#[test]
+fn direct_responses_and_redirects_carry_response_headers_to_add() {
+    let routes = r#"            - name: all
+              domains: ["*"]
+              response_headers_to_add: [{header: {key: x-vhost, value: v}}]
+              routes:
+              - match: {prefix: "/old"}
+                redirect: {path_redirect: "/new"}
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: "ok"}}
+                response_headers_to_add: [{header: {key: x-route, value: r}}]
+"#;
+    let (server, addr) = serve(&http_yaml(&[("app", closed_port())], routes, ""));
+    let (status, head, body) = get(addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert!(head.contains("\r\nx-route: r\r\n") && head.contains("\r\nx-vhost: v\r\n"), "{head}");
+    let (status, head, _) = get(addr, "GET /old HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(status, 301);
+    assert!(head.contains("\r\nx-vhost: v\r\n"), "{head}");
+    stop(server);
+}
+
+#[test]
+fn upstream_http2_and_unknown_protocol_options_are_refused_by_path() {
+    let base = http_yaml(&[("app", closed_port())], "            - name: all\n              domains: [\"*\"]\n", "");
+    let cases = [
+        (
+            "connect_timeout: 0.5s\n    http2_protocol_options: {}\n",
+            "clusters[0].http2_protocol_options: upstream HTTP/2 is not supported yet",
+        ),
+        (
+            "connect_timeout: 0.5s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n",
+            "explicit_http_config.http2_protocol_options: upstream HTTP/2 is not supported yet",
+        ),
+        (
+            "connect_timeout: 0.5s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions: {}\n",
+            "typed_extension_protocol_options.envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions: not supported",
+        ),
+        (
+            "connect_timeout: 0.5s\n    common_http_protocol_options: {idle_timeout: 1s, max_headers_count: 5}\n",
+            "clusters[0].common_http_protocol_options.max_headers_count: not supported for upstream connections",
+        ),
+    ];
+    for (options, want) in cases {
+        let yaml = base.replace("connect_timeout: 0.5s\n", options);
+        let err = ringway::config::check_str(&yaml, 1).expect_err(want).to_string();
+        assert!(err.contains(want), "want {want} in {err}");
+    }
+}

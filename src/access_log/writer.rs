@@ -189,10 +189,23 @@ pub(crate) struct CoreSink {
     stats: SinkStats,
 }
 
+/// This core's sinks, one per path.
+struct Sinks(Vec<(String, Rc<CoreSink>)>);
+
+impl Drop for Sinks {
+    /// A worker thread that ends hands over what it still buffers (lines
+    /// logged after its last flush), so no line is lost at shutdown.
+    fn drop(&mut self) {
+        for (_, sink) in &self.0 {
+            sink.flush();
+        }
+    }
+}
+
 thread_local! {
     /// This core's sinks, one per path, shared by every connection manager
     /// on the core and kept across reloads.
-    static SINKS: RefCell<Vec<(String, Rc<CoreSink>)>> = const { RefCell::new(Vec::new()) };
+    static SINKS: RefCell<Sinks> = const { RefCell::new(Sinks(Vec::new())) };
 }
 
 /// This core's sink for `path`, created (and the writer opened, if the
@@ -200,7 +213,7 @@ thread_local! {
 /// installed, not per request.
 pub(crate) fn core_sink(path: &str, shard: &Shard) -> io::Result<Rc<CoreSink>> {
     SINKS.with(|sinks| {
-        if let Some((_, s)) = sinks.borrow().iter().find(|(p, _)| p == path) {
+        if let Some((_, s)) = sinks.borrow().0.iter().find(|(p, _)| p == path) {
             return Ok(s.clone());
         }
         let writer = writer(path)?;
@@ -216,7 +229,7 @@ pub(crate) fn core_sink(path: &str, shard: &Shard) -> io::Result<Rc<CoreSink>> {
                 batches_dropped: c("access_log.batches_dropped"),
             },
         });
-        sinks.borrow_mut().push((path.to_string(), sink.clone()));
+        sinks.borrow_mut().0.push((path.to_string(), sink.clone()));
         Ok(sink)
     })
 }
@@ -263,7 +276,7 @@ impl CoreSink {
 /// worker calls it every `FLUSH_INTERVAL` and when it stops.
 pub fn flush_core() {
     let _ = SINKS.try_with(|sinks| {
-        for (_, sink) in sinks.borrow().iter() {
+        for (_, sink) in &sinks.borrow().0 {
             sink.flush();
         }
     });

@@ -142,6 +142,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             lb: LbKind::RoundRobin,
             buffer_limit: 1,
+            http: Default::default(),
             endpoints: vec![],
             dns: Some(DnsConfig {
                 // An IP literal resolves without any lookup; the empty name

@@ -203,6 +203,41 @@ pub struct Cluster {
     pub dns_refresh_rate: Option<PbDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_connection_buffer_limit_bytes: Option<u32>,
+    /// Deprecated in v3 for `typed_extension_protocol_options`, still common.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_http_protocol_options: Option<HttpProtocolOptions>,
+    /// v2-era cluster-level spelling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    /// Upstream HTTP/2 (`{}`); accepted by name so the error can say why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_protocol_options: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_protocol_options: Option<Value>,
+    /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_extension_protocol_options: Option<serde_json::Map<String, Value>>,
+}
+
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamHttpProtocolOptions {
+    #[serde(rename = "@type")]
+    pub type_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_http_protocol_options: Option<HttpProtocolOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explicit_http_config: Option<ExplicitHttpConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplicitHttpConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_protocol_options: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_protocol_options: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -373,6 +373,28 @@ pub struct ClusterConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// For STRICT_DNS: what to resolve, and how often.
     pub dns: Option<DnsConfig>,
+    pub http: UpstreamHttpConfig,
+}
+
+/// Limits on a cluster's pooled HTTP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamHttpConfig {
+    /// A pooled connection unused this long is closed (Envoy: 1 h).
+    pub idle_timeout: Duration,
+    /// A connection is closed after serving this many requests.
+    pub max_requests_per_connection: Option<u32>,
+    /// A connection this old is not reused.
+    pub max_connection_duration: Option<Duration>,
+}
+
+impl Default for UpstreamHttpConfig {
+    fn default() -> Self {
+        UpstreamHttpConfig {
+            idle_timeout: Duration::from_secs(3600),
+            max_requests_per_connection: None,
+            max_connection_duration: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

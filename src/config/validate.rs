@@ -382,6 +382,66 @@ fn validate_hcm(settings: Value, path: &str, clusters: &HashMap<&str, ClusterId>
     })
 }
 
+const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const UPSTREAM_HTTP_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// A cluster's upstream HTTP settings, from any of Envoy's three spellings.
+fn upstream_http(c: &raw::Cluster, path: &str) -> Result<UpstreamHttpConfig, ConfigError> {
+    let h2 = "upstream HTTP/2 is not supported yet; ringway speaks HTTP/1.1 to upstreams";
+    if c.http2_protocol_options.is_some() {
+        return Err(err(format!("{path}.http2_protocol_options"), h2));
+    }
+    let mut common = c.common_http_protocol_options.clone();
+    let mut common_path = format!("{path}.common_http_protocol_options");
+    if let Some(map) = &c.typed_extension_protocol_options {
+        for (key, value) in map {
+            let kpath = format!("{path}.typed_extension_protocol_options.{key}");
+            if key != UPSTREAM_HTTP_OPTIONS {
+                return Err(err(kpath, format!("not supported; expected {UPSTREAM_HTTP_OPTIONS}")));
+            }
+            let opts: raw::UpstreamHttpProtocolOptions = decode(value.clone(), &kpath)?;
+            if opts.type_url != UPSTREAM_HTTP_OPTIONS_TYPE {
+                return Err(err(format!("{kpath}.@type"), format!("expected {UPSTREAM_HTTP_OPTIONS_TYPE}")));
+            }
+            if opts.explicit_http_config.as_ref().is_some_and(|e| e.http2_protocol_options.is_some()) {
+                return Err(err(format!("{kpath}.explicit_http_config.http2_protocol_options"), h2));
+            }
+            if let Some(o) = opts.common_http_protocol_options {
+                if common.is_some() {
+                    return Err(err(
+                        format!("{kpath}.common_http_protocol_options"),
+                        "also given on the cluster; give it in one place",
+                    ));
+                }
+                common = Some(o);
+                common_path = format!("{kpath}.common_http_protocol_options");
+            }
+        }
+    }
+    let mut out = UpstreamHttpConfig::default();
+    if let Some(o) = &common {
+        if o.max_headers_count.is_some() {
+            return Err(err(format!("{common_path}.max_headers_count"), "not supported for upstream connections"));
+        }
+        if let Some(d) = o.idle_timeout {
+            // 0s disables it in Envoy; every wait here has a bound.
+            out.idle_timeout = if d.0.is_zero() { Duration::from_secs(86_400) } else { d.0 };
+        }
+        out.max_connection_duration = o.max_connection_duration.map(|d| d.0).filter(|d| !d.is_zero());
+        out.max_requests_per_connection = o.max_requests_per_connection.filter(|&n| n > 0);
+    }
+    if let Some(n) = c.max_requests_per_connection.filter(|&n| n > 0) {
+        if out.max_requests_per_connection.is_some() {
+            return Err(err(
+                format!("{path}.max_requests_per_connection"),
+                "also given in common_http_protocol_options; give it in one place",
+            ));
+        }
+        out.max_requests_per_connection = Some(n);
+    }
+    Ok(out)
+}
+
 pub(super) fn cluster_ref(
     clusters: &HashMap<&str, ClusterId>,
     name: &str,
@@ -525,7 +585,8 @@ fn validate_cluster(c: &mut raw::Cluster, path: &str) -> Result<ClusterConfig, C
     if buffer_limit == 0 {
         return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));
     }
-    Ok(ClusterConfig { name: c.name.clone(), kind, connect_timeout, lb, buffer_limit, endpoints, dns })
+    let http = upstream_http(c, path)?;
+    Ok(ClusterConfig { name: c.name.clone(), kind, connect_timeout, lb, buffer_limit, endpoints, dns, http })
 }
 
 fn port_of(sa: &raw::SocketAddress, path: &str) -> Result<u16, ConfigError> {

@@ -28,6 +28,8 @@ use crate::stats::{Counter, Gauge, Shard, StatKey};
 use crate::upstream::lb::Rng;
 use crate::upstream::{Cluster, ClusterManager, Host, UpstreamConn, connect};
 
+const NO_MUTATIONS: HeaderMutations = HeaderMutations { remove: Vec::new(), add: Vec::new() };
+
 /// Bytes read from a socket per call.
 const READ_CHUNK: usize = 64 * 1024;
 /// Response heads from upstream may be at most this large.
@@ -513,14 +515,14 @@ impl HttpConnectionManager {
             RouteActionConfig::Direct { status, body } => {
                 self.stats.rq_direct_response.inc();
                 let reusable = keep_alive && !has_body;
-                let ok = self.local_reply_head_aware(down, *status, body, reusable, &head.method).await;
+                let ok = self.direct_reply(down, *status, body, reusable, &head.method, &entry.response_headers).await;
                 Outcome { status: *status, reusable: reusable && ok, upgraded: None }
             }
             RouteActionConfig::Redirect(rd) => {
                 self.stats.rq_redirect.inc();
                 let location = redirect_location(rd, &entry.path, &host, &head.target);
                 let reusable = keep_alive && !has_body;
-                let ok = self.redirect_reply(down, rd.status, &location, reusable).await;
+                let ok = self.redirect_reply(down, rd.status, &location, reusable, &entry.response_headers).await;
                 Outcome { status: rd.status, reusable: reusable && ok, upgraded: None }
             }
             RouteActionConfig::Forward(fwd) => {
@@ -574,12 +576,20 @@ impl HttpConnectionManager {
         }
     }
 
-    async fn redirect_reply(&self, down: &mut TcpStream, status: u16, location: &str, keep_alive: bool) -> bool {
+    async fn redirect_reply(
+        &self,
+        down: &mut TcpStream,
+        status: u16,
+        location: &str,
+        keep_alive: bool,
+        adds: &HeaderMutations,
+    ) -> bool {
         let mut out = Vec::with_capacity(256 + location.len());
         out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
         push_header(&mut out, b"location", location.as_bytes());
         push_header(&mut out, b"content-length", b"0");
         push_header(&mut out, b"server", self.config.server_name.as_bytes());
+        push_adds(&mut out, adds, &[]);
         if !keep_alive {
             push_header(&mut out, b"connection", b"close");
         }
@@ -600,6 +610,20 @@ impl HttpConnectionManager {
         keep_alive: bool,
         method: &str,
     ) -> bool {
+        self.direct_reply(down, status, body, keep_alive, method, &NO_MUTATIONS).await
+    }
+
+    /// A response ringway writes itself, with the route's
+    /// `response_headers_to_add` (a direct response) or none (errors).
+    async fn direct_reply(
+        &self,
+        down: &mut TcpStream,
+        status: u16,
+        body: &str,
+        keep_alive: bool,
+        method: &str,
+        adds: &HeaderMutations,
+    ) -> bool {
         let mut out = Vec::with_capacity(256 + body.len());
         out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
         if !body.is_empty() {
@@ -607,6 +631,7 @@ impl HttpConnectionManager {
         }
         out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
         out.extend_from_slice(format!("server: {}\r\n", self.config.server_name).as_bytes());
+        push_adds(&mut out, adds, &[]);
         if !keep_alive {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -734,7 +759,7 @@ impl HttpConnectionManager {
             Ok(leftover_empty) => {
                 cs.upstream_rq_time.record_duration(started.elapsed());
                 if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty {
-                    host.release(conn);
+                    host.release(conn, cs);
                 }
                 Outcome { status: response.status, reusable: downstream_keeps, upgraded: None }
             }
@@ -844,19 +869,25 @@ impl HttpConnectionManager {
             cs.upstream_cx_none_healthy.inc();
             return Err(UpstreamFailure::NoHost);
         };
-        if let Some(conn) = host.take_idle() {
+        if let Some(conn) = host.take_idle(cs) {
             return Ok((conn, host));
         }
+        // No pooled connection: the request waits for a new one.
+        cs.upstream_rq_pending_total.inc();
+        cs.upstream_rq_pending_active.inc();
         cs.upstream_cx_total.inc();
         cs.upstream_cx_http1_total.inc();
         host.stats.cx_total.inc();
-        match connect(host.addr, cluster.connect_timeout).await {
+        let connected = connect(host.addr, cluster.connect_timeout).await;
+        cs.upstream_rq_pending_active.dec();
+        match connected {
             Ok(c) => Ok((UpstreamConn::new(c, cs, host), host)),
             Err(e) => {
                 if e.is_timeout() {
                     cs.upstream_cx_connect_timeout.inc();
                 }
                 cs.upstream_cx_connect_fail.inc();
+                cs.upstream_rq_pending_failure_eject.inc();
                 host.stats.cx_connect_fail.inc();
                 Err(UpstreamFailure::Connect)
             }

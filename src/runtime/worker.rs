@@ -152,7 +152,7 @@ async fn flush_periodically(worker: Rc<Worker>) {
 /// Publishes this core's buffered observations. Runs on the worker thread,
 /// every `FLUSH_INTERVAL` and once more when the worker stops.
 fn flush(worker: &Worker) {
-    let _ = worker;
+    worker.tables.borrow().clusters.sweep_pools();
     crate::stats::flush_local_histograms();
     crate::access_log::flush_core();
 }

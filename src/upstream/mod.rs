@@ -13,9 +13,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use monoio::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::config::{ClusterId, Snapshot};
+use crate::config::{ClusterId, Snapshot, UpstreamHttpConfig};
 use crate::stats::{Counter, Gauge, Histogram, Shard, StatKey};
 use lb::LoadBalancer;
 
@@ -43,6 +43,7 @@ impl ClusterManager {
                         weight: e.weight,
                         stats: HostStats::new(shard, &c.name, e.addr),
                         idle: RefCell::new(Vec::new()),
+                        limits: c.http,
                     })
                     .collect();
                 let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
@@ -61,6 +62,17 @@ impl ClusterManager {
 
     pub fn get(&self, id: ClusterId) -> &Rc<Cluster> {
         &self.clusters[id.0]
+    }
+
+    /// Closes expired pooled connections of every cluster (the worker's
+    /// periodic tick), so an idle pool does not hold descriptors forever.
+    pub fn sweep_pools(&self) {
+        let now = Instant::now();
+        for c in &self.clusters {
+            for h in &c.hosts {
+                h.sweep(now, &c.stats);
+            }
+        }
     }
 }
 
@@ -86,8 +98,10 @@ pub struct Host {
     pub hostname: Option<String>,
     pub weight: u32,
     pub stats: HostStats,
-    /// This core's idle keep-alive connections to the host (HTTP/1.1).
-    idle: RefCell<Vec<UpstreamConn>>,
+    /// This core's idle keep-alive connections to the host (HTTP/1.1),
+    /// each with when it was put back; the most recent last.
+    idle: RefCell<Vec<(UpstreamConn, Instant)>>,
+    limits: UpstreamHttpConfig,
 }
 
 /// An HTTP upstream connection. It counts in the cluster's and the host's
@@ -96,6 +110,9 @@ pub struct Host {
 pub struct UpstreamConn {
     pub stream: TcpStream,
     guard: ConnGuard,
+    created: Instant,
+    /// Requests this connection has carried to completion.
+    requests: u32,
 }
 
 /// Keeps a connection counted as active until dropped.
@@ -114,7 +131,13 @@ impl UpstreamConn {
             host_active: host.stats.cx_active.clone(),
             destroy: cluster.upstream_cx_destroy.clone(),
         };
-        UpstreamConn { stream, guard }
+        UpstreamConn { stream, guard, created: Instant::now(), requests: 0 }
+    }
+
+    /// Whether this connection came out of the pool (and so may have been
+    /// closed by the upstream while it sat there).
+    pub fn reused(&self) -> bool {
+        self.requests > 0
     }
 
     /// The socket, and the guard that keeps it counted while it is used
@@ -136,10 +159,20 @@ impl Drop for ConnGuard {
 const MAX_IDLE_PER_HOST: usize = 64;
 
 impl Host {
-    /// An idle pooled connection that the peer has not closed meanwhile.
-    pub fn take_idle(&self) -> Option<UpstreamConn> {
+    /// An idle pooled connection that the peer has not closed meanwhile and
+    /// that is within the cluster's limits.
+    pub fn take_idle(&self, stats: &ClusterStats) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
-        while let Some(conn) = idle.pop() {
+        let now = Instant::now();
+        while let Some((conn, since)) = idle.pop() {
+            if now.duration_since(since) >= self.limits.idle_timeout {
+                stats.upstream_cx_idle_timeout.inc();
+                continue;
+            }
+            if self.limits.max_connection_duration.is_some_and(|max| now.duration_since(conn.created) >= max) {
+                stats.upstream_cx_max_duration_reached.inc();
+                continue;
+            }
             if still_open(&conn.stream) {
                 return Some(conn);
             }
@@ -147,17 +180,37 @@ impl Host {
         None
     }
 
-    /// Returns a connection that finished its exchange cleanly to the pool.
-    pub fn release(&self, conn: UpstreamConn) {
+    /// Returns a connection that finished its exchange cleanly to the pool,
+    /// unless it has served its quota of requests or the pool is full.
+    pub fn release(&self, mut conn: UpstreamConn, stats: &ClusterStats) {
+        conn.requests = conn.requests.saturating_add(1);
+        if self.limits.max_requests_per_connection.is_some_and(|max| conn.requests >= max) {
+            stats.upstream_cx_max_requests.inc();
+            return;
+        }
         let mut idle = self.idle.borrow_mut();
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(conn);
+            idle.push((conn, Instant::now()));
         }
+    }
+
+    /// Closes pooled connections past the idle timeout or their maximum age.
+    fn sweep(&self, now: Instant, stats: &ClusterStats) {
+        let Ok(mut idle) = self.idle.try_borrow_mut() else { return };
+        idle.retain(|(conn, since)| {
+            if now.duration_since(*since) >= self.limits.idle_timeout {
+                stats.upstream_cx_idle_timeout.inc();
+                return false;
+            }
+            if self.limits.max_connection_duration.is_some_and(|max| now.duration_since(conn.created) >= max) {
+                stats.upstream_cx_max_duration_reached.inc();
+                return false;
+            }
+            true
+        });
     }
 }
 
-/// An idle HTTP/1.1 connection is usable only if nothing is waiting on it: no
-/// EOF (the upstream closed it) and no unsolicited bytes.
 fn still_open(conn: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut byte = 0u8;
@@ -183,6 +236,12 @@ pub struct ClusterStats {
     pub upstream_rq_xx: [Counter; 5],
     pub upstream_rq_timeout: Counter,
     pub upstream_rq_rx_reset: Counter,
+    pub upstream_cx_idle_timeout: Counter,
+    pub upstream_cx_max_requests: Counter,
+    pub upstream_cx_max_duration_reached: Counter,
+    pub upstream_rq_pending_total: Counter,
+    pub upstream_rq_pending_active: Gauge,
+    pub upstream_rq_pending_failure_eject: Counter,
     pub upstream_rq_retry: Counter,
     pub upstream_rq_retry_success: Counter,
     pub upstream_rq_retry_limit_exceeded: Counter,
@@ -212,6 +271,12 @@ impl ClusterStats {
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
             upstream_cx_http1_total: c("upstream_cx_http1_total"),
             upstream_rq_total: c("upstream_rq_total"),
+            upstream_cx_idle_timeout: c("upstream_cx_idle_timeout"),
+            upstream_cx_max_requests: c("upstream_cx_max_requests"),
+            upstream_cx_max_duration_reached: c("upstream_cx_max_duration_reached"),
+            upstream_rq_pending_total: c("upstream_rq_pending_total"),
+            upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            upstream_rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
             upstream_rq_retry: c("upstream_rq_retry"),
             upstream_rq_retry_success: c("upstream_rq_retry_success"),
             upstream_rq_retry_limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
