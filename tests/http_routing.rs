@@ -550,3 +550,21 @@ fn upstream_http2_and_unknown_protocol_options_are_refused_by_path() {
         assert!(err.contains(want), "want {want} in {err}");
     }
 }
+
+#[test]
+fn a_response_cut_short_upstream_is_a_tx_reset() {
+    let cut = HttpUpstream::serve(|_, _| {
+        Reply::BytesThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part".to_vec())
+    });
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: cut}\n";
+    let (server, addr) = serve(&http_yaml(&[("cut", cut.addr)], routes, ""));
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 ") && text.ends_with("\r\n\r\nonly part"), "{text}");
+    wait_until("tx reset counted", || stat(&server, "http.ingress.downstream_rq_tx_reset") == 1);
+    assert_eq!(stat(&server, "cluster.cut.upstream_rq_rx_reset"), 1);
+    stop(server);
+}

@@ -52,6 +52,8 @@ pub struct HttpStats {
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_too_large: Counter,
     pub downstream_rq_ws_on_non_ws_route: Counter,
+    pub downstream_rq_rx_reset: Counter,
+    pub downstream_rq_tx_reset: Counter,
     pub downstream_cx_upgrades_total: Counter,
     pub downstream_cx_upgrades_active: Gauge,
     pub rq_direct_response: Counter,
@@ -84,6 +86,8 @@ impl HttpStats {
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_too_large: c("downstream_rq_too_large"),
             downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
+            downstream_rq_rx_reset: c("downstream_rq_rx_reset"),
+            downstream_rq_tx_reset: c("downstream_rq_tx_reset"),
             downstream_cx_upgrades_total: c("downstream_cx_upgrades_total"),
             downstream_cx_upgrades_active: shard.gauge(key("downstream_cx_upgrades_active")),
             rq_direct_response: c("rq_direct_response"),
@@ -692,11 +696,14 @@ impl HttpConnectionManager {
                     let keep = ex.keep_alive && body.complete;
                     return self.fail(down, cluster, f, keep, is_head).await;
                 }
+                AttemptEnd::Downstream(BodyError::Downstream(0)) => {
+                    // The client went away mid-request.
+                    self.stats.downstream_rq_rx_reset.inc();
+                    return Outcome::closing(0);
+                }
                 AttemptEnd::Downstream(BodyError::Downstream(status)) => {
                     self.stats.downstream_cx_protocol_error.inc();
-                    if status != 0 {
-                        let _ = self.local_reply(down, status, "bad request body", false).await;
-                    }
+                    let _ = self.local_reply(down, status, "bad request body", false).await;
                     return Outcome::closing(status);
                 }
                 AttemptEnd::Downstream(BodyError::DownstreamTimeout(request_timeout)) => {
@@ -742,6 +749,7 @@ impl HttpConnectionManager {
         }
         let (r, _) = write_all(down, out, ex.idle).await;
         if r.is_err() {
+            self.stats.downstream_rq_rx_reset.inc();
             return Outcome::closing(response.status);
         }
         if upgraded {
@@ -754,7 +762,7 @@ impl HttpConnectionManager {
 
         // The rest of the response body, streamed as framed.
         let wait = || timing.bound(ex.idle);
-        let body_ok = self.forward_response_body(&mut conn.stream, down, ubuf, framing_left, wait).await;
+        let body_ok = self.forward_response_body(&mut conn.stream, down, ubuf, framing_left, ex.idle, wait).await;
         match body_ok {
             Ok(leftover_empty) => {
                 cs.upstream_rq_time.record_duration(started.elapsed());
@@ -763,7 +771,15 @@ impl HttpConnectionManager {
                 }
                 Outcome { status: response.status, reusable: downstream_keeps, upgraded: None }
             }
-            Err(e) => {
+            Err(BodyCut::Downstream) => {
+                self.stats.downstream_rq_rx_reset.inc();
+                Outcome::closing(response.status)
+            }
+            Err(BodyCut::Upstream(e)) => {
+                // The response is cut short: the client sees the connection
+                // close before the framing completes.
+                self.stats.downstream_rq_tx_reset.inc();
+                cs.upstream_rq_rx_reset.inc();
                 if timing.expired() {
                     cs.upstream_rq_timeout.inc();
                 }
@@ -1105,14 +1121,16 @@ impl HttpConnectionManager {
         down: &mut TcpStream,
         mut ubuf: Vec<u8>,
         framing: ResponseFraming,
+        idle: Duration,
         wait: impl Fn() -> Duration,
-    ) -> Result<bool, IoFail> {
+    ) -> Result<bool, BodyCut> {
         let mut decoder = ChunkedDecoder::new();
         let mut left = match framing {
             ResponseFraming::None | ResponseFraming::Length(0) => return Ok(ubuf.is_empty()),
             ResponseFraming::Length(n) => n,
             _ => u64::MAX,
         };
+        let malformed = || BodyCut::Upstream(IoFail::Io(io::ErrorKind::InvalidData.into()));
         loop {
             let (take, done) = match framing {
                 ResponseFraming::Length(_) => {
@@ -1120,23 +1138,21 @@ impl HttpConnectionManager {
                     left -= n as u64;
                     (n, left == 0)
                 }
-                ResponseFraming::Chunked => {
-                    decoder.scan(&ubuf).map_err(|_| IoFail::Io(io::ErrorKind::InvalidData.into()))?
-                }
+                ResponseFraming::Chunked => decoder.scan(&ubuf).map_err(|_| malformed())?,
                 _ => (ubuf.len(), false),
             };
-            let (r, b) = write_range(down, ubuf, 0..take, self.config.stream_idle_timeout).await;
+            let (r, b) = write_range(down, ubuf, 0..take, idle).await;
             ubuf = b;
-            r?;
+            r.map_err(|_| BodyCut::Downstream)?;
             ubuf.drain(..take.min(ubuf.len()));
             if done {
                 return Ok(ubuf.is_empty());
             }
             let (r, b) = read_more(up, ubuf, wait()).await;
             ubuf = b;
-            match r? {
+            match r.map_err(BodyCut::Upstream)? {
                 0 if framing == ResponseFraming::UntilClose => return Ok(false),
-                0 => return Err(IoFail::Io(io::ErrorKind::UnexpectedEof.into())),
+                0 => return Err(BodyCut::Upstream(IoFail::Io(io::ErrorKind::UnexpectedEof.into()))),
                 _ => {}
             }
         }
@@ -1260,6 +1276,13 @@ enum HeadRead {
     Closed,
     Refused(HeadError),
     TimedOut,
+}
+
+/// Which side ended a response body early.
+enum BodyCut {
+    /// The client stopped taking it (gone, or stalled past the idle timeout).
+    Downstream,
+    Upstream(IoFail),
 }
 
 enum BodyError {

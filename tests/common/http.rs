@@ -82,6 +82,8 @@ pub fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<SeenRequest>
 pub enum Reply {
     /// Write these bytes (a whole response) and keep the connection.
     Bytes(Vec<u8>),
+    /// Write these bytes, then close the connection.
+    BytesThenClose(Vec<u8>),
     /// Close the connection without answering.
     Close,
 }
@@ -116,6 +118,10 @@ impl HttpUpstream {
                                 if c.write_all(&out).is_err() {
                                     return;
                                 }
+                            }
+                            Reply::BytesThenClose(out) => {
+                                let _ = c.write_all(&out);
+                                return;
                             }
                             Reply::Close => return,
                         }
