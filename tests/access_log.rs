@@ -8,44 +8,33 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{opts, stop};
+use common::http::*;
+use common::*;
 use ringway::runtime::Server;
 
 const LOG_FIELD: &str =
     "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0].typed_config.path";
 
 fn yaml(log_path: &str, body: &str) -> String {
+    let routes = format!(
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{prefix: \"/\"}}\n                direct_response: {{status: 200, body: {{inline_string: \"{body}\"}}}}\n"
+    );
+    http_yaml(
+        &[("app", closed_port())],
+        &routes,
+        &logger(log_path, r#"log_format: {text_format_source: {inline_string: "%REQ(:METHOD)% %RESPONSE_CODE%\n"}}"#),
+    )
+}
+
+/// HCM lines for one file access log at `path` with `format` (a YAML line).
+fn logger(path: &str, format: &str) -> String {
     format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-static_resources:
-  listeners:
-  - name: http
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          access_log:
+        r#"          access_log:
           - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: "{log_path}"
-              log_format: {{text_format_source: {{inline_string: "%REQ(:METHOD)% %RESPONSE_CODE%\n"}}}}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                direct_response: {{status: 200, body: {{inline_string: "{body}"}}}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#
+              path: "{path}"
+              {format}"#
     )
 }
 
@@ -94,4 +83,45 @@ fn an_unopenable_path_fails_the_start() {
     let snapshot = ringway::config::check_str(&yaml("/nonexistent-ringway-dir/a.log", "x"), 1).unwrap();
     let e = Server::start(snapshot, opts(1)).err().expect("start should fail").to_string();
     assert!(e.starts_with(&format!("{LOG_FIELD}: cannot open")), "{e}");
+}
+
+#[test]
+fn requests_are_logged_with_envoys_fields_and_flags() {
+    let app = HttpUpstream::start();
+    let default_log = TempFile::new("default");
+    let custom_log = TempFile::new("custom");
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/app\"}\n                name: to-app\n                route: {cluster: app}\n              - match: {prefix: \"/down\"}\n                route: {cluster: down}\n";
+    let custom = r#"log_format: {text_format_source: {inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %ROUTE_NAME% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %BYTES_RECEIVED% %BYTES_SENT% %REQ(X-TEST-TAG)% %RESPONSE_CODE_DETAILS%\n"}}"#;
+    let loggers = format!(
+        "{}\n{}",
+        logger(default_log.path(), ""),
+        logger(custom_log.path(), custom).replacen("          access_log:\n", "", 1)
+    );
+    let yaml = http_yaml(&[("app", app.addr), ("down", closed_port())], routes, &loggers);
+    let server = start(&yaml, opts(1));
+    let addr = server.listener_addr("web").unwrap();
+    let mut s = connect(addr);
+    let (status, _, body) = exchange(&mut s, b"POST /app/x?q=1 HTTP/1.1\r\nHost: shop\r\nX-Test-Tag: t1\r\nUser-Agent: ua/1\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(status, 200);
+    let (status, _, _) = exchange(&mut s, b"GET /down HTTP/1.1\r\nHost: shop\r\n\r\n");
+    assert_eq!(status, 503);
+    let (status, _, _) = exchange(&mut s, b"GET /nowhere HTTP/1.1\r\nHost: shop\r\n\r\n");
+    assert_eq!(status, 404);
+    // Lines reach the files within a flush interval.
+    let read = |f: &TempFile| std::fs::read_to_string(&f.0).unwrap_or_default();
+    wait_until("three custom lines", || read(&custom_log).lines().count() == 3);
+    let lines: Vec<String> = read(&custom_log).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], format!("200 - to-app app {} 5 {} t1 via_upstream", app.addr, body.len()));
+    assert!(lines[1].starts_with("503 UF - down 127.0.0.1:"), "{}", lines[1]);
+    assert!(lines[1].ends_with(" 0 91 - upstream_reset_before_response_started"), "{}", lines[1]);
+    assert_eq!(lines[2], "404 NR - - - 0 0 - route_not_found");
+    wait_until("three default lines", || read(&default_log).lines().count() == 3);
+    let first = read(&default_log).lines().next().unwrap().to_string();
+    let want = format!("\"POST /app/x?q=1 HTTP/1.1\" 200 - 5 {} ", body.len());
+    assert!(first.starts_with('[') && first.contains(&want), "{first}");
+    assert!(
+        first.contains("\"ua/1\"") && first.contains("\"shop\"") && first.ends_with(&format!("\"{}\"", app.addr)),
+        "{first}"
+    );
+    stop(server);
 }

@@ -6,10 +6,11 @@
 //!
 //! listener → filter chain → **connection manager** → router → cluster → lb → pool → upstream
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -18,6 +19,7 @@ use monoio::net::TcpStream;
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
 use super::router::RequestView;
+use crate::access_log::{AccessLogger, LogContext};
 use crate::config::{
     AppendAction, ClusterId, ForwardConfig, ForwardTarget, HcmConfig, HeaderMutations, PathMatch, RedirectConfig,
     RetryConfig, RouteActionConfig, RouteEntry,
@@ -116,6 +118,7 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
     cx_stats.1.inc();
     cx_stats.0.inc();
     drop(first_tables);
+    let mut conn = ConnInfo { peer, local: None, id: next_connection_id(worker.index) };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut served: u32 = 0;
     let opened = Instant::now();
@@ -137,6 +140,9 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
         let tables = worker.tables();
         let Some(hcm) = manager(&tables, index) else { break };
         let stats = &hcm.stats;
+        if hcm.access_log.is_enabled() && conn.local.is_none() {
+            conn.local = down.local_addr().ok();
+        }
         let (head, head_len) = match read {
             HeadRead::Head(h, n) => (h, n),
             HeadRead::Closed => break,
@@ -145,6 +151,10 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
                 stats.downstream_rq_total.inc();
                 stats.count_status(e.status());
                 let _ = hcm.local_reply(&mut down, e.status(), &e.to_string(), false).await;
+                if hcm.access_log.is_enabled() {
+                    let flags = Flags::DOWNSTREAM_PROTOCOL_ERROR;
+                    hcm.log_refused(e.status(), flags, "codec_error", &conn, SystemTime::now());
+                }
                 break;
             }
             HeadRead::TimedOut => {
@@ -152,21 +162,30 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
                 stats.downstream_rq_total.inc();
                 stats.count_status(408);
                 let _ = hcm.local_reply(&mut down, 408, "request header timeout", false).await;
+                if hcm.access_log.is_enabled() {
+                    let flags = Flags::STREAM_IDLE_TIMEOUT;
+                    hcm.log_refused(408, flags, "request_header_timeout", &conn, SystemTime::now());
+                }
                 break;
             }
         };
         buf.drain(..head_len);
         let request_started = Instant::now();
+        let wall_start = if hcm.access_log.is_enabled() { SystemTime::now() } else { SystemTime::UNIX_EPOCH };
         served += 1;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
         let last = hcm.config.max_requests_per_connection.is_some_and(|max| served >= max)
             || end_of_life.is_some_and(|end| Instant::now() >= end)
             || worker.shared.draining.load(Ordering::Relaxed);
-        let outcome = hcm.handle(&mut down, &mut buf, head, peer, &tables.clusters, last).await;
+        let outcome = hcm.handle(&mut down, &mut buf, &head, peer, &tables.clusters, last).await;
         stats.downstream_rq_active.dec();
         stats.count_status(outcome.status);
         stats.downstream_rq_time.record_duration(request_started.elapsed());
+        if hcm.access_log.is_enabled() {
+            hcm.log(&head, &outcome, &conn, (wall_start, request_started));
+        }
+        let reusable = outcome.reusable;
         if let Some(up) = outcome.upgraded {
             stats.downstream_cx_upgrades_total.inc();
             stats.downstream_cx_upgrades_active.inc();
@@ -176,11 +195,34 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
             active.dec();
             break;
         }
-        if !outcome.reusable || last {
+        if !reusable || last {
             break;
         }
     }
     cx_stats.0.dec();
+}
+
+/// A downstream connection, as the access log names it.
+struct ConnInfo {
+    peer: SocketAddr,
+    /// Looked up only when something logs it.
+    local: Option<SocketAddr>,
+    id: u64,
+}
+
+thread_local! {
+    static CONNECTION_IDS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// `%CONNECTION_ID%`: unique within the process without sharing a counter
+/// between cores: the worker's index in the top 16 bits, a per-core count
+/// below.
+fn next_connection_id(worker: usize) -> u64 {
+    CONNECTION_IDS.with(|c| {
+        let n = c.get().wrapping_add(1) & ((1 << 48) - 1);
+        c.set(n);
+        ((worker as u64) << 48) | n
+    })
 }
 
 /// Relays an upgraded connection's bytes both ways until both sides close,
@@ -213,20 +255,103 @@ pub struct HttpConnectionManager {
     config: HcmConfig,
     stats: HttpStats,
     rng: Rng,
+    access_log: AccessLogger,
 }
 
 /// How a request ended, for the status counters and keep-alive.
-struct Outcome {
+struct Outcome<'a> {
     status: u16,
     /// The downstream connection can carry another request.
     reusable: bool,
     /// The upstream agreed to an upgrade: the connection becomes a tunnel.
     upgraded: Option<Upgraded>,
+    /// What the access log says about the request.
+    facts: Facts<'a>,
 }
 
-impl Outcome {
-    fn closing(status: u16) -> Self {
-        Outcome { status, reusable: false, upgraded: None }
+impl<'a> Outcome<'a> {
+    fn new(status: u16, reusable: bool, facts: Facts<'a>) -> Self {
+        Outcome { status, reusable, upgraded: None, facts }
+    }
+
+    fn closing(status: u16, facts: Facts<'a>) -> Self {
+        Outcome { status, reusable: false, upgraded: None, facts }
+    }
+}
+
+/// What became of a request, for the access log: Envoy's response flags
+/// and details, the upstream it went to, and the body bytes each way.
+#[derive(Default)]
+struct Facts<'a> {
+    flags: Flags,
+    details: &'static str,
+    route_name: Option<&'a str>,
+    cluster: Option<&'a str>,
+    upstream_host: Option<SocketAddr>,
+    upstream_local: Option<SocketAddr>,
+    /// The upstream's response headers as forwarded.
+    response_headers: Vec<(String, Vec<u8>)>,
+    upstream_service_time: Option<Duration>,
+    bytes_received: u64,
+    bytes_sent: u64,
+    /// The `x-request-id` ringway generated, if it did.
+    request_id: Option<String>,
+}
+
+impl Facts<'_> {
+    fn local(flags: Flags, details: &'static str, bytes_sent: usize) -> Self {
+        Facts { flags, details, bytes_sent: bytes_sent as u64, ..Facts::default() }
+    }
+}
+
+/// Envoy's response flags (`%RESPONSE_FLAGS%`), the ones ringway can raise.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Flags(u16);
+
+impl Flags {
+    const NO_HEALTHY_UPSTREAM: Flags = Flags(1);
+    const UPSTREAM_CONNECTION_FAILURE: Flags = Flags(1 << 1);
+    const UPSTREAM_CONNECTION_TERMINATION: Flags = Flags(1 << 2);
+    const UPSTREAM_REQUEST_TIMEOUT: Flags = Flags(1 << 3);
+    const UPSTREAM_RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 4);
+    const UPSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 5);
+    const STREAM_IDLE_TIMEOUT: Flags = Flags(1 << 6);
+    const NO_ROUTE_FOUND: Flags = Flags(1 << 7);
+    const DOWNSTREAM_CONNECTION_TERMINATION: Flags = Flags(1 << 8);
+    const DOWNSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 9);
+    const NONE: Flags = Flags(0);
+
+    /// In Envoy's order of precedence for printing.
+    const NAMES: [(Flags, &'static str); 10] = [
+        (Flags::NO_HEALTHY_UPSTREAM, "UH"),
+        (Flags::UPSTREAM_CONNECTION_FAILURE, "UF"),
+        (Flags::UPSTREAM_CONNECTION_TERMINATION, "UC"),
+        (Flags::UPSTREAM_REQUEST_TIMEOUT, "UT"),
+        (Flags::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
+        (Flags::NO_ROUTE_FOUND, "NR"),
+        (Flags::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
+        (Flags::STREAM_IDLE_TIMEOUT, "SI"),
+        (Flags::UPSTREAM_PROTOCOL_ERROR, "UPE"),
+        (Flags::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
+    ];
+
+    fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    /// `UF,URX`, or `-` for none.
+    fn render(self, out: &mut String) {
+        for (flag, name) in Flags::NAMES {
+            if self.0 & flag.0 != 0 {
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(name);
+            }
+        }
+        if out.is_empty() {
+            out.push('-');
+        }
     }
 }
 
@@ -248,6 +373,8 @@ struct Exchange<'a> {
     response_headers: &'a HeaderMutations,
     /// The upgrade protocol asked for and allowed on the route.
     upgrade: Option<&'a str>,
+    /// The `x-request-id` ringway adds, if the client sent none.
+    request_id: Option<&'a str>,
     keep_alive: bool,
     /// The stream idle timeout in force (the route's, else the manager's).
     idle: Duration,
@@ -273,6 +400,8 @@ enum AttemptEnd<'c> {
 struct Timing {
     route_deadline: Option<Instant>,
     route_timeout: Option<Duration>,
+    /// The host the latest attempt went to, for the access log.
+    upstream_host: Option<SocketAddr>,
 }
 
 impl Timing {
@@ -299,6 +428,8 @@ impl Timing {
 /// fits the buffer limit, so a retry can send it again.
 struct RequestBody {
     progress: BodyProgress,
+    /// Body bytes taken from the client so far.
+    received: u64,
     complete: bool,
     replay: Option<Vec<u8>>,
     limit: usize,
@@ -321,7 +452,7 @@ impl RequestBody {
             BodyFraming::Chunked => (BodyProgress::Chunked(ChunkedDecoder::new()), false),
         };
         let replay = (complete || limit > 0).then(Vec::new);
-        RequestBody { progress, complete, replay, limit, continue_sent: false, started: Instant::now() }
+        RequestBody { progress, received: 0, complete, replay, limit, continue_sent: false, started: Instant::now() }
     }
 
     fn keep(&mut self, sent: &[u8]) {
@@ -419,6 +550,22 @@ impl UpstreamFailure {
             UpstreamFailure::Malformed => (502, "upstream sent a malformed response"),
         }
     }
+
+    /// The access log's flag and details.
+    fn log_flag(&self) -> (Flags, &'static str) {
+        match self {
+            UpstreamFailure::NoHost => (Flags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream"),
+            UpstreamFailure::Connect => (Flags::UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started"),
+            UpstreamFailure::Reset => {
+                (Flags::UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started")
+            }
+            UpstreamFailure::Timeout | UpstreamFailure::PerTryTimeout => {
+                (Flags::UPSTREAM_REQUEST_TIMEOUT, "upstream_response_timeout")
+            }
+            UpstreamFailure::StreamIdle => (Flags::STREAM_IDLE_TIMEOUT, "stream_idle_timeout"),
+            UpstreamFailure::Malformed => (Flags::UPSTREAM_PROTOCOL_ERROR, "upstream_reset_before_response_started"),
+        }
+    }
 }
 
 /// A read or write that did not finish in time, or failed.
@@ -472,6 +619,7 @@ impl HttpConnectionManager {
             config: config.clone(),
             stats: HttpStats::new(shard, &config.stat_prefix),
             rng: Rng::new(seed),
+            access_log: AccessLogger::new(&config.access_logs, shard),
         }
     }
 
@@ -494,66 +642,140 @@ impl HttpConnectionManager {
         }
     }
 
-    async fn handle(
-        &self,
+    async fn handle<'a>(
+        &'a self,
         down: &mut TcpStream,
         buf: &mut Vec<u8>,
-        head: RequestHead,
+        head: &RequestHead,
         peer: SocketAddr,
-        clusters: &ClusterManager,
+        clusters: &'a ClusterManager,
         last: bool,
-    ) -> Outcome {
+    ) -> Outcome<'a> {
         let has_body = head.body != BodyFraming::None;
         let keep_alive = head.keep_alive && !last;
-        let (host, path_and_query) = route_key(&head);
+        // A body left unread would be taken for the next request, so a local
+        // answer to a request with one closes the connection.
+        let reusable = keep_alive && !has_body;
+        let body_len = |body: &str| if head.method == "HEAD" { 0 } else { body.len() };
+        let (host, path_and_query) = route_key(head);
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query.as_str(), ""));
         let view = RequestView { host: &host, path, query, method: &head.method, headers: &head.headers };
         let Some(entry) = router::route(&self.config.routes, &view) else {
             self.stats.no_route.inc();
-            // An unread body would be taken for the next request: close instead.
-            let reusable = keep_alive && !has_body;
             let ok = self.local_reply(down, 404, "", reusable).await;
-            return Outcome { status: 404, reusable: reusable && ok, upgraded: None };
+            return Outcome::new(404, reusable && ok, Facts::local(Flags::NO_ROUTE_FOUND, "route_not_found", 0));
         };
-        match &entry.action {
+        let mut outcome = match &entry.action {
             RouteActionConfig::Direct { status, body } => {
                 self.stats.rq_direct_response.inc();
-                let reusable = keep_alive && !has_body;
                 let ok = self.direct_reply(down, *status, body, reusable, &head.method, &entry.response_headers).await;
-                Outcome { status: *status, reusable: reusable && ok, upgraded: None }
+                Outcome::new(*status, reusable && ok, Facts::local(Flags::NONE, "direct_response", body_len(body)))
             }
             RouteActionConfig::Redirect(rd) => {
                 self.stats.rq_redirect.inc();
                 let location = redirect_location(rd, &entry.path, &host, &head.target);
-                let reusable = keep_alive && !has_body;
                 let ok = self.redirect_reply(down, rd.status, &location, reusable, &entry.response_headers).await;
-                Outcome { status: rd.status, reusable: reusable && ok, upgraded: None }
+                Outcome::new(rd.status, reusable && ok, Facts::local(Flags::NONE, "direct_response", 0))
             }
             RouteActionConfig::Forward(fwd) => {
-                let upgrade = requested_upgrade(&head);
+                let upgrade = requested_upgrade(head);
                 if let Some(kind) = &upgrade
                     && !fwd.upgrades.iter().any(|u| u.eq_ignore_ascii_case(kind))
                 {
                     // Envoy refuses an upgrade the route does not allow.
                     self.stats.downstream_rq_ws_on_non_ws_route.inc();
                     let _ = self.local_reply(down, 403, "", false).await;
-                    return Outcome::closing(403);
+                    return Outcome::closing(403, Facts::local(Flags::NONE, "upgrade_failed", 0));
                 }
                 let (cluster_id, request_headers, response_headers) = self.pick_target(fwd, entry);
+                // One id for every attempt, and for the access log.
+                let generated_id = (self.config.generate_request_id && head.header("x-request-id").is_none())
+                    .then(|| uuid4(&self.rng));
                 let exchange = Exchange {
-                    head: &head,
+                    head,
                     peer,
                     fwd,
                     matched: &entry.path,
                     request_headers,
                     response_headers,
                     upgrade: upgrade.as_deref(),
+                    request_id: generated_id.as_deref(),
                     keep_alive,
                     idle: fwd.idle_timeout.unwrap_or(self.config.stream_idle_timeout),
                 };
-                self.proxy(down, buf, &exchange, clusters.get(cluster_id)).await
+                let mut outcome = self.proxy(down, buf, &exchange, clusters.get(cluster_id)).await;
+                outcome.facts.request_id = generated_id;
+                outcome
             }
-        }
+        };
+        outcome.facts.route_name = entry.name.as_deref();
+        outcome
+    }
+
+    /// Writes the access log line for a finished request.
+    fn log(&self, head: &RequestHead, outcome: &Outcome<'_>, conn: &ConnInfo, started: (SystemTime, Instant)) {
+        let f = &outcome.facts;
+        let mut flags = String::new();
+        f.flags.render(&mut flags);
+        let protocol = if head.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
+        self.access_log.log(&LogContext {
+            start: started.0,
+            method: &head.method,
+            target: &head.target,
+            protocol,
+            scheme: "http",
+            request_headers: &head.headers,
+            request_id: f.request_id.as_deref(),
+            response_headers: &f.response_headers,
+            response_code: outcome.status,
+            response_flags: &flags,
+            response_code_details: f.details,
+            bytes_received: f.bytes_received,
+            bytes_sent: f.bytes_sent,
+            duration: started.1.elapsed(),
+            request_duration: None,
+            response_duration: f.upstream_service_time,
+            upstream_service_time: f.upstream_service_time,
+            upstream_host: f.upstream_host,
+            upstream_cluster: f.cluster,
+            upstream_local: f.upstream_local,
+            downstream_remote: conn.peer,
+            downstream_local: conn.local,
+            route_name: f.route_name,
+            connection_id: conn.id,
+        });
+    }
+
+    /// Logs a request whose head was refused or never completed.
+    fn log_refused(&self, status: u16, flags: Flags, details: &'static str, conn: &ConnInfo, at: SystemTime) {
+        let mut rendered = String::new();
+        flags.render(&mut rendered);
+        self.access_log.log(&LogContext {
+            start: at,
+            method: "",
+            target: "",
+            protocol: "",
+            scheme: "http",
+            request_headers: &[],
+            request_id: None,
+            response_headers: &[],
+            response_code: status,
+            response_flags: &rendered,
+            response_code_details: details,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            request_duration: None,
+            response_duration: None,
+            upstream_service_time: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_local: None,
+            downstream_remote: conn.peer,
+            downstream_local: conn.local,
+            route_name: None,
+            connection_id: conn.id,
+        });
     }
 
     /// The cluster a forwarded request goes to (by weight, for
@@ -648,14 +870,20 @@ impl HttpConnectionManager {
 
     /// Proxies one request to `cluster`, retrying as the route's retry
     /// policy allows, and streams the response back.
-    async fn proxy(&self, down: &mut TcpStream, buf: &mut Vec<u8>, ex: &Exchange<'_>, cluster: &Cluster) -> Outcome {
+    async fn proxy<'a>(
+        &self,
+        down: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        ex: &Exchange<'_>,
+        cluster: &'a Cluster,
+    ) -> Outcome<'a> {
         let started = Instant::now();
         let cs = &cluster.stats;
         let is_head = ex.head.method == "HEAD";
         // Upgrades are never retried: the tunnel starts with the first 101.
         let retry = ex.fwd.retry.as_ref().filter(|_| ex.upgrade.is_none());
         let mut body = RequestBody::new(ex.head.body, retry.map_or(0, |_| cluster.buffer_limit));
-        let mut timing = Timing { route_deadline: None, route_timeout: ex.fwd.timeout };
+        let mut timing = Timing { route_deadline: None, route_timeout: ex.fwd.timeout, upstream_host: None };
         let mut retries_left = retry.map_or(0, |r| r.num_retries);
         let mut attempts: u32 = 0;
         let (mut conn, host, response, mut ubuf) = loop {
@@ -682,9 +910,18 @@ impl HttpConnectionManager {
                 monoio::time::sleep(timing.bound(backoff)).await;
                 continue;
             }
+            let mut flags = Flags::NONE;
             if retriable && retries_left == 0 {
                 cs.upstream_rq_retry_limit_exceeded.inc();
+                flags = Flags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
             }
+            // What the log says of a request that ends here.
+            let ended = |flags: Flags, details: &'static str, bytes_sent: usize| Facts {
+                cluster: Some(cluster.name.as_str()),
+                upstream_host: timing.upstream_host,
+                bytes_received: body.received,
+                ..Facts::local(flags, details, bytes_sent)
+            };
             match end {
                 AttemptEnd::Response { conn, host, response, ubuf } => {
                     if attempts > 1 && !retriable {
@@ -694,30 +931,41 @@ impl HttpConnectionManager {
                 }
                 AttemptEnd::Failed(f) => {
                     let keep = ex.keep_alive && body.complete;
-                    return self.fail(down, cluster, f, keep, is_head).await;
+                    let (_, reply) = f.reply();
+                    let (flag, details) = f.log_flag();
+                    let facts = ended(flags.with(flag), details, if is_head { 0 } else { reply.len() });
+                    return self.fail(down, cluster, f, keep, is_head, facts).await;
                 }
                 AttemptEnd::Downstream(BodyError::Downstream(0)) => {
                     // The client went away mid-request.
                     self.stats.downstream_rq_rx_reset.inc();
-                    return Outcome::closing(0);
+                    let facts = ended(Flags::DOWNSTREAM_CONNECTION_TERMINATION, "downstream_remote_disconnect", 0);
+                    return Outcome::closing(0, facts);
                 }
                 AttemptEnd::Downstream(BodyError::Downstream(status)) => {
                     self.stats.downstream_cx_protocol_error.inc();
-                    let _ = self.local_reply(down, status, "bad request body", false).await;
-                    return Outcome::closing(status);
+                    let reply = "bad request body";
+                    let _ = self.local_reply(down, status, reply, false).await;
+                    let facts = ended(Flags::DOWNSTREAM_PROTOCOL_ERROR, "codec_error", reply.len());
+                    return Outcome::closing(status, facts);
                 }
                 AttemptEnd::Downstream(BodyError::DownstreamTimeout(request_timeout)) => {
-                    let counter = if request_timeout {
-                        &self.stats.downstream_rq_timeout
+                    let (counter, details) = if request_timeout {
+                        (&self.stats.downstream_rq_timeout, "request_overall_timeout")
                     } else {
-                        &self.stats.downstream_rq_idle_timeout
+                        (&self.stats.downstream_rq_idle_timeout, "stream_idle_timeout")
                     };
                     counter.inc();
-                    let _ = self.local_reply(down, 408, "request timeout", false).await;
-                    return Outcome::closing(408);
+                    let reply = "request timeout";
+                    let _ = self.local_reply(down, 408, reply, false).await;
+                    let facts = ended(Flags::STREAM_IDLE_TIMEOUT, details, reply.len());
+                    return Outcome::closing(408, facts);
                 }
                 AttemptEnd::Downstream(BodyError::Upstream) => {
-                    return self.fail(down, cluster, UpstreamFailure::Reset, false, is_head).await;
+                    let f = UpstreamFailure::Reset;
+                    let (flag, details) = f.log_flag();
+                    let facts = ended(flags.with(flag), details, 0);
+                    return self.fail(down, cluster, f, false, is_head, facts).await;
                 }
             }
         };
@@ -747,33 +995,51 @@ impl HttpConnectionManager {
             // Whatever the upstream sent after its 101 is the tunnel's first bytes.
             out.append(&mut ubuf);
         }
+        let coalesced = match (framing, framing_left) {
+            (ResponseFraming::Length(n), ResponseFraming::Length(m)) => n - m,
+            _ => 0,
+        };
         let (r, _) = write_all(down, out, ex.idle).await;
+        let mut facts = Facts {
+            details: "via_upstream",
+            cluster: Some(cluster.name.as_str()),
+            upstream_host: Some(host.addr),
+            upstream_local: None,
+            upstream_service_time: Some(Duration::from_millis(service_ms as u64)),
+            bytes_received: body.received,
+            response_headers: if self.access_log.is_enabled() { response.headers } else { Vec::new() },
+            ..Facts::default()
+        };
         if r.is_err() {
             self.stats.downstream_rq_rx_reset.inc();
-            return Outcome::closing(response.status);
+            facts.flags = Flags::DOWNSTREAM_CONNECTION_TERMINATION;
+            return Outcome::closing(response.status, facts);
         }
+        facts.bytes_sent = coalesced;
         if upgraded {
-            return Outcome {
-                status: 101,
-                reusable: false,
-                upgraded: Some(Upgraded { conn, idle: ex.idle, buffer: cluster.buffer_limit }),
-            };
+            let mut outcome = Outcome::closing(101, facts);
+            outcome.upgraded = Some(Upgraded { conn, idle: ex.idle, buffer: cluster.buffer_limit });
+            return outcome;
         }
 
         // The rest of the response body, streamed as framed.
         let wait = || timing.bound(ex.idle);
-        let body_ok = self.forward_response_body(&mut conn.stream, down, ubuf, framing_left, ex.idle, wait).await;
+        let body_ok =
+            forward_response_body(&mut conn.stream, down, ubuf, framing_left, ex.idle, wait, &mut facts.bytes_sent)
+                .await;
+        let status = response.status;
         match body_ok {
             Ok(leftover_empty) => {
                 cs.upstream_rq_time.record_duration(started.elapsed());
                 if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty {
                     host.release(conn, cs);
                 }
-                Outcome { status: response.status, reusable: downstream_keeps, upgraded: None }
+                Outcome::new(status, downstream_keeps, facts)
             }
             Err(BodyCut::Downstream) => {
                 self.stats.downstream_rq_rx_reset.inc();
-                Outcome::closing(response.status)
+                facts.flags = Flags::DOWNSTREAM_CONNECTION_TERMINATION;
+                Outcome::closing(status, facts)
             }
             Err(BodyCut::Upstream(e)) => {
                 // The response is cut short: the client sees the connection
@@ -783,10 +1049,14 @@ impl HttpConnectionManager {
                 if timing.expired() {
                     cs.upstream_rq_timeout.inc();
                 }
+                facts.flags = Flags::UPSTREAM_CONNECTION_TERMINATION;
+                if timing.expired() {
+                    facts.flags = facts.flags.with(Flags::UPSTREAM_REQUEST_TIMEOUT);
+                }
                 if let IoFail::Io(e) = e {
                     tracing::debug!(cluster = %cluster.name, "response body cut short: {e}");
                 }
-                Outcome::closing(response.status)
+                Outcome::closing(status, facts)
             }
         }
     }
@@ -813,7 +1083,12 @@ impl HttpConnectionManager {
         attempt: u32,
     ) -> AttemptEnd<'c> {
         let idle = ex.idle;
-        let (mut conn, host) = match self.upstream_connection(cluster).await {
+        let Some(host) = cluster.pick() else {
+            cluster.stats.upstream_cx_none_healthy.inc();
+            return AttemptEnd::Failed(UpstreamFailure::NoHost);
+        };
+        timing.upstream_host = Some(host.addr);
+        let mut conn = match self.upstream_connection(cluster, host).await {
             Ok(c) => c,
             Err(f) => return AttemptEnd::Failed(f),
         };
@@ -879,14 +1154,10 @@ impl HttpConnectionManager {
     }
 
     /// A pooled connection that is still open, or a new one.
-    async fn upstream_connection<'c>(&self, cluster: &'c Cluster) -> Result<(UpstreamConn, &'c Host), UpstreamFailure> {
+    async fn upstream_connection(&self, cluster: &Cluster, host: &Host) -> Result<UpstreamConn, UpstreamFailure> {
         let cs = &cluster.stats;
-        let Some(host) = cluster.pick() else {
-            cs.upstream_cx_none_healthy.inc();
-            return Err(UpstreamFailure::NoHost);
-        };
         if let Some(conn) = host.take_idle(cs) {
-            return Ok((conn, host));
+            return Ok(conn);
         }
         // No pooled connection: the request waits for a new one.
         cs.upstream_rq_pending_total.inc();
@@ -897,7 +1168,7 @@ impl HttpConnectionManager {
         let connected = connect(host.addr, cluster.connect_timeout).await;
         cs.upstream_rq_pending_active.dec();
         match connected {
-            Ok(c) => Ok((UpstreamConn::new(c, cs, host), host)),
+            Ok(c) => Ok(UpstreamConn::new(c, cs, host)),
             Err(e) => {
                 if e.is_timeout() {
                     cs.upstream_cx_connect_timeout.inc();
@@ -911,14 +1182,15 @@ impl HttpConnectionManager {
     }
 
     /// Answers a failed upstream exchange the way Envoy does.
-    async fn fail(
+    async fn fail<'a>(
         &self,
         down: &mut TcpStream,
         cluster: &Cluster,
         f: UpstreamFailure,
         keep_alive: bool,
         is_head: bool,
-    ) -> Outcome {
+        facts: Facts<'a>,
+    ) -> Outcome<'a> {
         let (status, body) = f.reply();
         count_failure(cluster, &f);
         if matches!(f, UpstreamFailure::StreamIdle) {
@@ -926,7 +1198,7 @@ impl HttpConnectionManager {
         }
         let method = if is_head { "HEAD" } else { "GET" };
         let ok = self.local_reply_head_aware(down, status, body, keep_alive, method).await;
-        Outcome { status, reusable: keep_alive && ok, upgraded: None }
+        Outcome::new(status, keep_alive && ok, facts)
     }
 
     fn upstream_request_head(&self, ex: &Exchange<'_>, upstream_hostname: Option<&str>, attempt: u32) -> Vec<u8> {
@@ -999,8 +1271,8 @@ impl HttpConnectionManager {
         if !has_xfp {
             push_header(&mut out, b"x-forwarded-proto", b"http");
         }
-        if !has_request_id && self.config.generate_request_id {
-            push_header(&mut out, b"x-request-id", uuid4(&self.rng).as_bytes());
+        if let (false, Some(id)) = (has_request_id, ex.request_id) {
+            push_header(&mut out, b"x-request-id", id.as_bytes());
         }
         if ex.fwd.retry.is_some() && ex.upgrade.is_none() {
             push_header(&mut out, b"x-envoy-attempt-count", attempt.to_string().as_bytes());
@@ -1092,6 +1364,7 @@ impl HttpConnectionManager {
                 BodyProgress::Chunked(decoder) => decoder.scan(buf).map_err(|e| BodyError::Downstream(e.status()))?,
             };
             body.keep(&buf[..used]);
+            body.received += used as u64;
             let (r, b) = write_range(up, std::mem::take(buf), 0..used, wait()).await;
             *buf = b;
             r.map_err(|_| BodyError::Upstream)?;
@@ -1112,49 +1385,50 @@ impl HttpConnectionManager {
             }
         }
     }
+}
 
-    /// Streams the response body from `up` to `down`; `Ok(true)` when the
-    /// upstream sent nothing past the body (so its connection can be reused).
-    async fn forward_response_body(
-        &self,
-        up: &mut TcpStream,
-        down: &mut TcpStream,
-        mut ubuf: Vec<u8>,
-        framing: ResponseFraming,
-        idle: Duration,
-        wait: impl Fn() -> Duration,
-    ) -> Result<bool, BodyCut> {
-        let mut decoder = ChunkedDecoder::new();
-        let mut left = match framing {
-            ResponseFraming::None | ResponseFraming::Length(0) => return Ok(ubuf.is_empty()),
-            ResponseFraming::Length(n) => n,
-            _ => u64::MAX,
+/// Streams the response body from `up` to `down`; `Ok(true)` when the
+/// upstream sent nothing past the body (so its connection can be reused).
+async fn forward_response_body(
+    up: &mut TcpStream,
+    down: &mut TcpStream,
+    mut ubuf: Vec<u8>,
+    framing: ResponseFraming,
+    idle: Duration,
+    wait: impl Fn() -> Duration,
+    sent: &mut u64,
+) -> Result<bool, BodyCut> {
+    let mut decoder = ChunkedDecoder::new();
+    let mut left = match framing {
+        ResponseFraming::None | ResponseFraming::Length(0) => return Ok(ubuf.is_empty()),
+        ResponseFraming::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let malformed = || BodyCut::Upstream(IoFail::Io(io::ErrorKind::InvalidData.into()));
+    loop {
+        let (take, done) = match framing {
+            ResponseFraming::Length(_) => {
+                let n = (ubuf.len() as u64).min(left) as usize;
+                left -= n as u64;
+                (n, left == 0)
+            }
+            ResponseFraming::Chunked => decoder.scan(&ubuf).map_err(|_| malformed())?,
+            _ => (ubuf.len(), false),
         };
-        let malformed = || BodyCut::Upstream(IoFail::Io(io::ErrorKind::InvalidData.into()));
-        loop {
-            let (take, done) = match framing {
-                ResponseFraming::Length(_) => {
-                    let n = (ubuf.len() as u64).min(left) as usize;
-                    left -= n as u64;
-                    (n, left == 0)
-                }
-                ResponseFraming::Chunked => decoder.scan(&ubuf).map_err(|_| malformed())?,
-                _ => (ubuf.len(), false),
-            };
-            let (r, b) = write_range(down, ubuf, 0..take, idle).await;
-            ubuf = b;
-            r.map_err(|_| BodyCut::Downstream)?;
-            ubuf.drain(..take.min(ubuf.len()));
-            if done {
-                return Ok(ubuf.is_empty());
-            }
-            let (r, b) = read_more(up, ubuf, wait()).await;
-            ubuf = b;
-            match r.map_err(BodyCut::Upstream)? {
-                0 if framing == ResponseFraming::UntilClose => return Ok(false),
-                0 => return Err(BodyCut::Upstream(IoFail::Io(io::ErrorKind::UnexpectedEof.into()))),
-                _ => {}
-            }
+        let (r, b) = write_range(down, ubuf, 0..take, idle).await;
+        ubuf = b;
+        r.map_err(|_| BodyCut::Downstream)?;
+        *sent += take as u64;
+        ubuf.drain(..take.min(ubuf.len()));
+        if done {
+            return Ok(ubuf.is_empty());
+        }
+        let (r, b) = read_more(up, ubuf, wait()).await;
+        ubuf = b;
+        match r.map_err(BodyCut::Upstream)? {
+            0 if framing == ResponseFraming::UntilClose => return Ok(false),
+            0 => return Err(BodyCut::Upstream(IoFail::Io(io::ErrorKind::UnexpectedEof.into()))),
+            _ => {}
         }
     }
 }
