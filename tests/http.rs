@@ -406,16 +406,39 @@ fn header_mutations_apply_to_requests_and_responses() {
     drop(s);
     stop(server);
 
-    let bad = http_yaml(
-        &[("app", upstream.addr)],
-        &routes.replace("value: route", "value: \"%DOWNSTREAM_REMOTE_ADDRESS%\""),
-        "",
-    );
+    let bad = http_yaml(&[("app", upstream.addr)], &routes.replace("value: route", "value: \"%NO_SUCH_THING%\""), "");
     let err = ringway::config::check_str(&bad, 1).unwrap_err().to_string();
-    assert!(
-        err.contains(
-            "routes[0].request_headers_to_add[0].header.value: %VARIABLE% substitutions are not supported yet"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("routes[0].request_headers_to_add[0].header.value: "), "{err}");
+    assert!(err.contains("NO_SUCH_THING"), "{err}");
+}
+
+#[test]
+fn header_values_render_envoys_variables() {
+    let upstream = HttpUpstream::start();
+    let routes = r#"            - name: v
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: app}
+                request_headers_to_add:
+                - {header: {key: x-test-client, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}
+                - {header: {key: x-test-ua, value: "ua=%REQ(user-agent)% 100%%"}}
+                - {header: {key: x-test-missing, value: "%REQ(x-none)%"}}
+                response_headers_to_add:
+                - {header: {key: x-code, value: "%RESPONSE_CODE% via %PROTOCOL%"}}
+                - {header: {key: x-upstream-said, value: "%RESP(x-up)%"}}
+"#;
+    let server = start(&http_yaml(&[("app", upstream.addr)], routes, ""), opts(1));
+    let mut s = connect(server.listener_addr("web").unwrap());
+    let (status, head, body) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8\r\n\r\n");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("x-test-client=127.0.0.1\n"), "{body}");
+    assert!(body.contains("x-test-ua=ua=curl/8 100%\n"), "{body}");
+    // A value that renders empty adds no header (Envoy's keep_empty_value: false).
+    assert!(!body.contains("x-test-missing"), "{body}");
+    assert!(head.contains("x-code: 200 via HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("x-upstream-said: 1\r\n"), "{head}");
+    drop(s);
+    stop(server);
 }

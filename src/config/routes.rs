@@ -513,14 +513,13 @@ pub(super) fn header_mutations(
         if h.header.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(err(format!("{p}.header.value"), "must not contain CR, LF or NUL"));
         }
-        // Envoy expands %VARIABLE% here; ringway does not yet, so say so
-        // rather than send the placeholder.
-        if h.header.value.replace("%%", "").contains('%') {
-            return Err(err(
-                format!("{p}.header.value"),
-                "%VARIABLE% substitutions are not supported yet (write %% for a literal %)",
-            ));
-        }
+        // `%VARIABLE%` values are compiled once here, rendered per request.
+        let format =
+            crate::access_log::Format::parse(&h.header.value).map_err(|e| err(format!("{p}.header.value"), e))?;
+        let (value, format) = match format.as_literal() {
+            Some(literal) => (literal, None),
+            None => (h.header.value.clone(), Some(std::sync::Arc::new(format))),
+        };
         if h.append.is_some() && h.append_action.is_some() {
             return Err(err(format!("{p}.append"), "give append or append_action, not both"));
         }
@@ -534,7 +533,7 @@ pub(super) fn header_mutations(
             }
             (Some(raw::HeaderAppendAction::OverwriteIfExists), _) => AppendAction::OverwriteIfExists,
         };
-        out.add.push(HeaderAdd { name: lower, value: h.header.value.replace("%%", "%"), action });
+        out.add.push(HeaderAdd { name: lower, value, format, action });
     }
     Ok(out)
 }

@@ -166,12 +166,22 @@ impl HeaderMutations {
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.add.is_empty()
     }
+
+    /// Whether some value needs the request to be rendered (`%VARIABLE%`).
+    pub fn is_dynamic(&self) -> bool {
+        self.add.iter().any(|a| a.format.is_some())
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct HeaderAdd {
     pub name: String,
+    /// The value as configured (with `%%` unescaped when it is a literal).
     pub value: String,
+    /// Set when the value has `%VARIABLE%` operators: rendered per request
+    /// with the access log's formatter. An empty result adds no header
+    /// (Envoy's default, `keep_empty_value: false`).
+    pub format: Option<std::sync::Arc<crate::access_log::Format>>,
     pub action: AppendAction,
 }
 

@@ -30,7 +30,7 @@ use crate::stats::{Counter, Gauge, Shard, StatKey};
 use crate::upstream::lb::Rng;
 use crate::upstream::{Cluster, ClusterManager, Host, UpstreamConn, connect};
 
-const NO_MUTATIONS: HeaderMutations = HeaderMutations { remove: Vec::new(), add: Vec::new() };
+static NO_MUTATIONS: HeaderMutations = HeaderMutations { remove: Vec::new(), add: Vec::new() };
 
 /// Bytes read from a socket per call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -140,7 +140,7 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
         let tables = worker.tables();
         let Some(hcm) = manager(&tables, index) else { break };
         let stats = &hcm.stats;
-        if hcm.access_log.is_enabled() && conn.local.is_none() {
+        if hcm.needs_local_address && conn.local.is_none() {
             conn.local = down.local_addr().ok();
         }
         let (head, head_len) = match read {
@@ -178,7 +178,7 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
         let last = hcm.config.max_requests_per_connection.is_some_and(|max| served >= max)
             || end_of_life.is_some_and(|end| Instant::now() >= end)
             || worker.shared.draining.load(Ordering::Relaxed);
-        let outcome = hcm.handle(&mut down, &mut buf, &head, peer, &tables.clusters, last).await;
+        let outcome = hcm.handle(&mut down, &mut buf, &head, &conn, &tables.clusters, last).await;
         stats.downstream_rq_active.dec();
         stats.count_status(outcome.status);
         stats.downstream_rq_time.record_duration(request_started.elapsed());
@@ -256,6 +256,9 @@ pub struct HttpConnectionManager {
     stats: HttpStats,
     rng: Rng,
     access_log: AccessLogger,
+    /// The access log or a header value names the local address, so each
+    /// connection looks it up once.
+    needs_local_address: bool,
 }
 
 /// How a request ended, for the status counters and keep-alive.
@@ -366,7 +369,7 @@ struct Upgraded {
 /// One forwarded request: what every attempt at it needs.
 struct Exchange<'a> {
     head: &'a RequestHead,
-    peer: SocketAddr,
+    conn: &'a ConnInfo,
     fwd: &'a ForwardConfig,
     matched: &'a PathMatch,
     request_headers: &'a HeaderMutations,
@@ -620,6 +623,7 @@ impl HttpConnectionManager {
             stats: HttpStats::new(shard, &config.stat_prefix),
             rng: Rng::new(seed),
             access_log: AccessLogger::new(&config.access_logs, shard),
+            needs_local_address: !config.access_logs.is_empty() || has_dynamic_headers(&config.routes),
         }
     }
 
@@ -647,7 +651,7 @@ impl HttpConnectionManager {
         down: &mut TcpStream,
         buf: &mut Vec<u8>,
         head: &RequestHead,
-        peer: SocketAddr,
+        conn: &ConnInfo,
         clusters: &'a ClusterManager,
         last: bool,
     ) -> Outcome<'a> {
@@ -668,13 +672,15 @@ impl HttpConnectionManager {
         let mut outcome = match &entry.action {
             RouteActionConfig::Direct { status, body } => {
                 self.stats.rq_direct_response.inc();
-                let ok = self.direct_reply(down, *status, body, reusable, &head.method, &entry.response_headers).await;
+                let adds = Adds::new(&entry.response_headers, head, conn, *status);
+                let ok = self.direct_reply(down, *status, body, reusable, &head.method, &adds).await;
                 Outcome::new(*status, reusable && ok, Facts::local(Flags::NONE, "direct_response", body_len(body)))
             }
             RouteActionConfig::Redirect(rd) => {
                 self.stats.rq_redirect.inc();
                 let location = redirect_location(rd, &entry.path, &host, &head.target);
-                let ok = self.redirect_reply(down, rd.status, &location, reusable, &entry.response_headers).await;
+                let adds = Adds::new(&entry.response_headers, head, conn, rd.status);
+                let ok = self.redirect_reply(down, rd.status, &location, reusable, &adds).await;
                 Outcome::new(rd.status, reusable && ok, Facts::local(Flags::NONE, "direct_response", 0))
             }
             RouteActionConfig::Forward(fwd) => {
@@ -693,7 +699,7 @@ impl HttpConnectionManager {
                     .then(|| uuid4(&self.rng));
                 let exchange = Exchange {
                     head,
-                    peer,
+                    conn,
                     fwd,
                     matched: &entry.path,
                     request_headers,
@@ -808,14 +814,14 @@ impl HttpConnectionManager {
         status: u16,
         location: &str,
         keep_alive: bool,
-        adds: &HeaderMutations,
+        adds: &Adds<'_>,
     ) -> bool {
         let mut out = Vec::with_capacity(256 + location.len());
         out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
         push_header(&mut out, b"location", location.as_bytes());
         push_header(&mut out, b"content-length", b"0");
         push_header(&mut out, b"server", self.config.server_name.as_bytes());
-        push_adds(&mut out, adds, &[]);
+        push_adds(&mut out, adds.mutations, &[], adds.context.as_ref());
         if !keep_alive {
             push_header(&mut out, b"connection", b"close");
         }
@@ -836,7 +842,7 @@ impl HttpConnectionManager {
         keep_alive: bool,
         method: &str,
     ) -> bool {
-        self.direct_reply(down, status, body, keep_alive, method, &NO_MUTATIONS).await
+        self.direct_reply(down, status, body, keep_alive, method, &Adds::none()).await
     }
 
     /// A response ringway writes itself, with the route's
@@ -848,7 +854,7 @@ impl HttpConnectionManager {
         body: &str,
         keep_alive: bool,
         method: &str,
-        adds: &HeaderMutations,
+        adds: &Adds<'_>,
     ) -> bool {
         let mut out = Vec::with_capacity(256 + body.len());
         out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
@@ -857,7 +863,7 @@ impl HttpConnectionManager {
         }
         out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
         out.extend_from_slice(format!("server: {}\r\n", self.config.server_name).as_bytes());
-        push_adds(&mut out, adds, &[]);
+        push_adds(&mut out, adds.mutations, &[], adds.context.as_ref());
         if !keep_alive {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -979,8 +985,18 @@ impl HttpConnectionManager {
             ex.keep_alive && framing != ResponseFraming::UntilClose && (ex.upgrade.is_none() || upgraded);
         let service_ms = started.elapsed().as_millis();
         let upgrade_header = upgraded.then(|| response.header("upgrade").unwrap_or(b"websocket"));
-        let mut out =
-            self.downstream_response_head(&response, ex.response_headers, downstream_keeps, service_ms, upgrade_header);
+        let context = ex
+            .response_headers
+            .is_dynamic()
+            .then(|| header_context(ex.head, ex.conn, ex.request_id, response.status, &response.headers));
+        let mut out = self.downstream_response_head(
+            &response,
+            ex.response_headers,
+            downstream_keeps,
+            service_ms,
+            upgrade_header,
+            context.as_ref(),
+        );
         ubuf.drain(..response.head_len);
         // A sized body already read rides in the same write as the head (the
         // usual case for small responses: one write instead of two).
@@ -1261,11 +1277,11 @@ impl HttpConnectionManager {
         match (xff, append) {
             (Some(mut joined), true) => {
                 joined.extend_from_slice(b", ");
-                joined.extend_from_slice(ex.peer.ip().to_string().as_bytes());
+                joined.extend_from_slice(ex.conn.peer.ip().to_string().as_bytes());
                 push_header(&mut out, b"x-forwarded-for", &joined);
             }
             (Some(v), false) => push_header(&mut out, b"x-forwarded-for", &v),
-            (None, true) => push_header(&mut out, b"x-forwarded-for", ex.peer.ip().to_string().as_bytes()),
+            (None, true) => push_header(&mut out, b"x-forwarded-for", ex.conn.peer.ip().to_string().as_bytes()),
             (None, false) => {}
         }
         if !has_xfp {
@@ -1284,7 +1300,8 @@ impl HttpConnectionManager {
             push_header(&mut out, b"connection", b"upgrade");
             push_header(&mut out, b"upgrade", value);
         }
-        push_adds(&mut out, mutations, &head.headers);
+        let context = mutations.is_dynamic().then(|| header_context(head, ex.conn, ex.request_id, 0, &[]));
+        push_adds(&mut out, mutations, &head.headers, context.as_ref());
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -1296,6 +1313,7 @@ impl HttpConnectionManager {
         keep_alive: bool,
         service_ms: u128,
         upgrade: Option<&[u8]>,
+        context: Option<&LogContext<'_>>,
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(r.head_len + 160);
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, r.reason).as_bytes());
@@ -1308,7 +1326,7 @@ impl HttpConnectionManager {
             }
             push_header(&mut out, name.as_bytes(), value);
         }
-        push_adds(&mut out, mutations, &r.headers);
+        push_adds(&mut out, mutations, &r.headers, context);
         if r.framing == ResponseFraming::Chunked && upgrade.is_none() {
             push_header(&mut out, b"transfer-encoding", b"chunked");
         }
@@ -1713,7 +1731,7 @@ fn drops(m: &HeaderMutations, lower: &str) -> bool {
 
 /// Writes `m`'s adds; `original` (the other side's headers) decides the
 /// conditional ones. A header removed by `m` counts as absent.
-fn push_adds(out: &mut Vec<u8>, m: &HeaderMutations, original: &[(String, Vec<u8>)]) {
+fn push_adds(out: &mut Vec<u8>, m: &HeaderMutations, original: &[(String, Vec<u8>)], ctx: Option<&LogContext<'_>>) {
     let present =
         |name: &str| !m.remove.iter().any(|r| r == name) && original.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     for a in &m.add {
@@ -1722,10 +1740,96 @@ fn push_adds(out: &mut Vec<u8>, m: &HeaderMutations, original: &[(String, Vec<u8
             AppendAction::AddIfAbsent => !present(&a.name),
             AppendAction::OverwriteIfExists => present(&a.name),
         };
-        if write {
-            push_header(out, a.name.as_bytes(), a.value.as_bytes());
+        if !write {
+            continue;
+        }
+        match (&a.format, ctx) {
+            (Some(format), Some(ctx)) => {
+                let mut value = Vec::new();
+                format.render_missing_as(ctx, &mut value, b"");
+                // A rendered value cannot break the head: control bytes go.
+                value.retain(|&b| b != b'\r' && b != b'\n' && b != 0);
+                if !value.is_empty() {
+                    push_header(out, a.name.as_bytes(), &value);
+                }
+            }
+            // No context (cannot happen for callers that check is_dynamic):
+            // leave the header out rather than send the raw template.
+            (Some(_), None) => {}
+            (None, _) => push_header(out, a.name.as_bytes(), a.value.as_bytes()),
         }
     }
+}
+
+/// Header additions with the context their `%VARIABLE%` values render in.
+struct Adds<'a> {
+    mutations: &'a HeaderMutations,
+    context: Option<LogContext<'a>>,
+}
+
+impl<'a> Adds<'a> {
+    fn new(mutations: &'a HeaderMutations, head: &'a RequestHead, conn: &ConnInfo, status: u16) -> Self {
+        let context = mutations.is_dynamic().then(|| header_context(head, conn, None, status, &[]));
+        Adds { mutations, context }
+    }
+
+    fn none() -> Self {
+        Adds { mutations: &NO_MUTATIONS, context: None }
+    }
+}
+
+/// What a header value's `%VARIABLE%` operators can see: the request, the
+/// connection, and (for response headers) the status and upstream headers.
+fn header_context<'a>(
+    head: &'a RequestHead,
+    conn: &ConnInfo,
+    request_id: Option<&'a str>,
+    status: u16,
+    response_headers: &'a [(String, Vec<u8>)],
+) -> LogContext<'a> {
+    LogContext {
+        start: SystemTime::now(),
+        method: &head.method,
+        target: &head.target,
+        protocol: if head.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+        scheme: "http",
+        request_headers: &head.headers,
+        request_id,
+        response_headers,
+        response_code: status,
+        response_flags: "",
+        response_code_details: "",
+        bytes_received: 0,
+        bytes_sent: 0,
+        duration: Duration::ZERO,
+        request_duration: None,
+        response_duration: None,
+        upstream_service_time: None,
+        upstream_host: None,
+        upstream_cluster: None,
+        upstream_local: None,
+        downstream_remote: conn.peer,
+        downstream_local: conn.local,
+        route_name: None,
+        connection_id: conn.id,
+    }
+}
+
+/// Whether any route's header additions render per request.
+fn has_dynamic_headers(routes: &crate::config::RouteTable) -> bool {
+    routes.virtual_hosts.iter().flat_map(|v| &v.routes).any(|r| {
+        r.request_headers.is_dynamic()
+            || r.response_headers.is_dynamic()
+            || match &r.action {
+                RouteActionConfig::Forward(f) => match &f.target {
+                    ForwardTarget::Weighted { clusters, .. } => {
+                        clusters.iter().any(|w| w.request_headers.is_dynamic() || w.response_headers.is_dynamic())
+                    }
+                    ForwardTarget::Cluster(_) => false,
+                },
+                _ => false,
+            }
+    })
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
