@@ -439,6 +439,18 @@ fn header_values_render_envoys_variables() {
     assert!(!body.contains("x-test-missing"), "{body}");
     assert!(head.contains("x-code: 200 via HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("x-upstream-said: 1\r\n"), "{head}");
+    // Without use_remote_address the client is the rightmost x-forwarded-for
+    // entry; each xff_num_trusted_hops moves one further left.
+    let xff = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\n\r\n";
+    let (_, _, body) = exchange(&mut s, xff);
+    assert!(String::from_utf8(body).unwrap().contains("x-test-client=2.2.2.2\n"));
+    drop(s);
+    stop(server);
+    let hops = http_yaml(&[("app", upstream.addr)], routes, "          xff_num_trusted_hops: 1");
+    let server = start(&hops, opts(1));
+    let mut s = connect(server.listener_addr("web").unwrap());
+    let (_, _, body) = exchange(&mut s, xff);
+    assert!(String::from_utf8(body).unwrap().contains("x-test-client=1.1.1.1\n"));
     drop(s);
     stop(server);
 }

@@ -118,7 +118,7 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
     cx_stats.1.inc();
     cx_stats.0.inc();
     drop(first_tables);
-    let mut conn = ConnInfo { peer, local: None, id: next_connection_id(worker.index) };
+    let mut conn = ConnInfo { peer, client: peer, local: None, id: next_connection_id(worker.index) };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut served: u32 = 0;
     let opened = Instant::now();
@@ -178,6 +178,9 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
         let last = hcm.config.max_requests_per_connection.is_some_and(|max| served >= max)
             || end_of_life.is_some_and(|end| Instant::now() >= end)
             || worker.shared.draining.load(Ordering::Relaxed);
+        if hcm.needs_local_address {
+            conn.client = hcm.client_address(&head, peer);
+        }
         let outcome = hcm.handle(&mut down, &mut buf, &head, &conn, &tables.clusters, last).await;
         stats.downstream_rq_active.dec();
         stats.count_status(outcome.status);
@@ -205,6 +208,9 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
 /// A downstream connection, as the access log names it.
 struct ConnInfo {
     peer: SocketAddr,
+    /// The client of the request in flight as `xff_num_trusted_hops` and
+    /// `use_remote_address` define it (Envoy's downstream remote address).
+    client: SocketAddr,
     /// Looked up only when something logs it.
     local: Option<SocketAddr>,
     id: u64,
@@ -718,6 +724,30 @@ impl HttpConnectionManager {
         outcome
     }
 
+    /// Envoy's "trusted client address": with `use_remote_address`, the
+    /// peer, or the `xff_num_trusted_hops`th address from the right of
+    /// `x-forwarded-for`; without it, the address one further left (the
+    /// peer is then itself a trusted proxy). The peer when the list is too
+    /// short or the entry is not an IP.
+    fn client_address(&self, head: &RequestHead, peer: SocketAddr) -> SocketAddr {
+        let hops = self.config.xff_num_trusted_hops as usize;
+        let from_right = if self.config.use_remote_address { hops } else { hops + 1 };
+        if from_right == 0 {
+            return peer;
+        }
+        let mut list: Vec<&[u8]> = Vec::new();
+        for (name, value) in &head.headers {
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                list.extend(value.split(|&b| b == b',').map(|v| v.trim_ascii()));
+            }
+        }
+        list.len()
+            .checked_sub(from_right)
+            .and_then(|i| std::str::from_utf8(list[i]).ok())
+            .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            .map_or(peer, |ip| SocketAddr::new(ip, 0))
+    }
+
     /// Writes the access log line for a finished request.
     fn log(&self, head: &RequestHead, outcome: &Outcome<'_>, conn: &ConnInfo, started: (SystemTime, Instant)) {
         let f = &outcome.facts;
@@ -745,7 +775,7 @@ impl HttpConnectionManager {
             upstream_host: f.upstream_host,
             upstream_cluster: f.cluster,
             upstream_local: f.upstream_local,
-            downstream_remote: conn.peer,
+            downstream_remote: conn.client,
             downstream_local: conn.local,
             route_name: f.route_name,
             connection_id: conn.id,
@@ -1808,7 +1838,7 @@ fn header_context<'a>(
         upstream_host: None,
         upstream_cluster: None,
         upstream_local: None,
-        downstream_remote: conn.peer,
+        downstream_remote: conn.client,
         downstream_local: conn.local,
         route_name: None,
         connection_id: conn.id,
