@@ -50,7 +50,7 @@ pub(super) fn validate_routes(
             let m = &r.route_match;
             let mpath = format!("{rpath}.match");
             let case_sensitive = m.case_sensitive.unwrap_or(true);
-            let path_match = path_match(m, &mpath, case_sensitive)?;
+            let path_match = path_match(m, &mpath)?;
             let headers = m
                 .headers
                 .iter()
@@ -144,7 +144,7 @@ fn anchored_regex(re: &str, path: &str, ignore_case: bool) -> Result<regex::Rege
         .map_err(|e| err(path, format!("invalid regex: {e}")))
 }
 
-fn path_match(m: &raw::RouteMatch, mpath: &str, case_sensitive: bool) -> Result<PathMatch, ConfigError> {
+fn path_match(m: &raw::RouteMatch, mpath: &str) -> Result<PathMatch, ConfigError> {
     let given = [m.prefix.is_some(), m.path.is_some(), m.safe_regex.is_some(), m.path_separated_prefix.is_some()];
     if given.iter().filter(|g| **g).count() > 1 {
         return Err(err(mpath, "give only one of prefix, path, safe_regex or path_separated_prefix"));
@@ -156,11 +156,12 @@ fn path_match(m: &raw::RouteMatch, mpath: &str, case_sensitive: bool) -> Result<
         return Ok(PathMatch::Exact(p.clone()));
     }
     if let Some(re) = &m.safe_regex {
-        return Ok(PathMatch::Regex(anchored_regex(&re.regex, &format!("{mpath}.safe_regex.regex"), !case_sensitive)?));
+        // As in Envoy, case_sensitive has no effect on safe_regex.
+        return Ok(PathMatch::Regex(anchored_regex(&re.regex, &format!("{mpath}.safe_regex.regex"), false)?));
     }
     if let Some(p) = &m.path_separated_prefix {
         let ppath = format!("{mpath}.path_separated_prefix");
-        if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) {
+        if !p.starts_with('/') || p.ends_with('/') {
             return Err(err(ppath, "must start with / and not end with one"));
         }
         if p.contains(['?', '#']) {
@@ -261,10 +262,7 @@ fn query_match(q: &raw::QueryParameterMatcher, path: &str) -> Result<QueryMatch,
         (Some(sm), None) => Some(string_match(sm, &format!("{path}.string_match"))?),
         (None, Some(true) | None) => None,
         (None, Some(false)) => {
-            return Err(err(
-                format!("{path}.present_match"),
-                "present_match: false is not meaningful; omit the matcher",
-            ));
+            return Err(err(format!("{path}.present_match"), "false is not meaningful; omit the matcher"));
         }
     };
     Ok(QueryMatch { name: q.name.clone(), value })

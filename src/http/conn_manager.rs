@@ -118,7 +118,13 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
     cx_stats.1.inc();
     cx_stats.0.inc();
     drop(first_tables);
-    let mut conn = ConnInfo { peer, client: peer, local: None, id: next_connection_id(worker.index) };
+    let mut conn = ConnInfo {
+        peer,
+        client: peer,
+        local: None,
+        request_started: Instant::now(),
+        id: next_connection_id(worker.index),
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut served: u32 = 0;
     let opened = Instant::now();
@@ -171,6 +177,7 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
         };
         buf.drain(..head_len);
         let request_started = Instant::now();
+        conn.request_started = request_started;
         let wall_start = if hcm.access_log.is_enabled() { SystemTime::now() } else { SystemTime::UNIX_EPOCH };
         served += 1;
         stats.downstream_rq_total.inc();
@@ -213,6 +220,8 @@ struct ConnInfo {
     client: SocketAddr,
     /// Looked up only when something logs it.
     local: Option<SocketAddr>,
+    /// When the head of the request in flight was complete.
+    request_started: Instant,
     id: u64,
 }
 
@@ -384,6 +393,8 @@ struct Exchange<'a> {
     upgrade: Option<&'a str>,
     /// The `x-request-id` ringway adds, if the client sent none.
     request_id: Option<&'a str>,
+    /// When the request head was complete (`request_timeout` runs from here).
+    started: Instant,
     keep_alive: bool,
     /// The stream idle timeout in force (the route's, else the manager's).
     idle: Duration,
@@ -454,14 +465,14 @@ enum BodyProgress {
 
 impl RequestBody {
     /// `limit` 0 keeps no copy (no retry policy).
-    fn new(framing: BodyFraming, limit: usize) -> Self {
+    fn new(framing: BodyFraming, limit: usize, started: Instant) -> Self {
         let (progress, complete) = match framing {
             BodyFraming::None => (BodyProgress::Length(0), true),
             BodyFraming::ContentLength(n) => (BodyProgress::Length(n), false),
             BodyFraming::Chunked => (BodyProgress::Chunked(ChunkedDecoder::new()), false),
         };
         let replay = (complete || limit > 0).then(Vec::new);
-        RequestBody { progress, received: 0, complete, replay, limit, continue_sent: false, started: Instant::now() }
+        RequestBody { progress, received: 0, complete, replay, limit, continue_sent: false, started }
     }
 
     fn keep(&mut self, sent: &[u8]) {
@@ -712,6 +723,7 @@ impl HttpConnectionManager {
                     response_headers,
                     upgrade: upgrade.as_deref(),
                     request_id: generated_id.as_deref(),
+                    started: conn.request_started,
                     keep_alive,
                     idle: fwd.idle_timeout.unwrap_or(self.config.stream_idle_timeout),
                 };
@@ -918,7 +930,7 @@ impl HttpConnectionManager {
         let is_head = ex.head.method == "HEAD";
         // Upgrades are never retried: the tunnel starts with the first 101.
         let retry = ex.fwd.retry.as_ref().filter(|_| ex.upgrade.is_none());
-        let mut body = RequestBody::new(ex.head.body, retry.map_or(0, |_| cluster.buffer_limit));
+        let mut body = RequestBody::new(ex.head.body, retry.map_or(0, |_| cluster.buffer_limit), ex.started);
         let mut timing = Timing { route_deadline: None, route_timeout: ex.fwd.timeout, upstream_host: None };
         let mut retries_left = retry.map_or(0, |r| r.num_retries);
         let mut attempts: u32 = 0;
@@ -944,7 +956,20 @@ impl HttpConnectionManager {
                 cs.upstream_rq_retry.inc();
                 let backoff = retry.map_or(Duration::ZERO, |r| self.backoff(r, attempts));
                 monoio::time::sleep(timing.bound(backoff)).await;
-                continue;
+                if !timing.expired() {
+                    continue;
+                }
+                // The route deadline passed during the back-off: no new try.
+                let f = UpstreamFailure::Timeout;
+                let (flag, details) = f.log_flag();
+                let (_, reply) = f.reply();
+                let facts = Facts {
+                    cluster: Some(cluster.name.as_str()),
+                    upstream_host: timing.upstream_host,
+                    bytes_received: body.received,
+                    ..Facts::local(flag, details, if is_head { 0 } else { reply.len() })
+                };
+                return self.fail(down, cluster, f, ex.keep_alive && body.complete, is_head, facts).await;
             }
             let mut flags = Flags::NONE;
             if retriable && retries_left == 0 {
@@ -966,7 +991,9 @@ impl HttpConnectionManager {
                     break (conn, host, response, ubuf);
                 }
                 AttemptEnd::Failed(f) => {
-                    let keep = ex.keep_alive && body.complete;
+                    // After a refused upgrade the client may already be
+                    // speaking the new protocol: close.
+                    let keep = ex.keep_alive && body.complete && ex.upgrade.is_none();
                     let (_, reply) = f.reply();
                     let (flag, details) = f.log_flag();
                     let facts = ended(flags.with(flag), details, if is_head { 0 } else { reply.len() });
@@ -986,13 +1013,12 @@ impl HttpConnectionManager {
                     return Outcome::closing(status, facts);
                 }
                 AttemptEnd::Downstream(BodyError::DownstreamTimeout(request_timeout)) => {
-                    let (counter, details) = if request_timeout {
-                        (&self.stats.downstream_rq_timeout, "request_overall_timeout")
+                    let (counter, details, reply) = if request_timeout {
+                        (&self.stats.downstream_rq_timeout, "request_overall_timeout", "request timeout")
                     } else {
-                        (&self.stats.downstream_rq_idle_timeout, "stream_idle_timeout")
+                        (&self.stats.downstream_rq_idle_timeout, "stream_idle_timeout", "stream timeout")
                     };
                     counter.inc();
-                    let reply = "request timeout";
                     let _ = self.local_reply(down, 408, reply, false).await;
                     let facts = ended(Flags::STREAM_IDLE_TIMEOUT, details, reply.len());
                     return Outcome::closing(408, facts);
@@ -1108,12 +1134,12 @@ impl HttpConnectionManager {
     }
 
     /// Envoy's jittered exponential back-off before retry `attempt`
-    /// (1-based): uniform in `[0, (2^attempt - 1) * base]`, capped.
+    /// (1-based): uniform in `[0, (2^attempt - 1) * base)`, capped.
     fn backoff(&self, r: &RetryConfig, attempt: u32) -> Duration {
         let factor = (1u64 << attempt.min(20)) - 1;
         let cap = r.max_interval.as_millis() as u64;
         let ceiling = (r.base_interval.as_millis() as u64).saturating_mul(factor).min(cap);
-        Duration::from_millis(self.rng.next_u64() % (ceiling + 1))
+        Duration::from_millis(self.rng.next_u64() % ceiling.max(1))
     }
 
     /// One try: a connection, the request head and body, the response head.
@@ -1128,7 +1154,11 @@ impl HttpConnectionManager {
         timing: &mut Timing,
         attempt: u32,
     ) -> AttemptEnd<'c> {
-        let idle = ex.idle;
+        // A retry's writes are bounded by the route deadline too.
+        let idle = timing.bound(ex.idle);
+        let write_failed = |timing: &Timing| {
+            AttemptEnd::Failed(if timing.expired() { UpstreamFailure::Timeout } else { UpstreamFailure::Reset })
+        };
         let Some(host) = cluster.pick() else {
             cluster.stats.upstream_cx_none_healthy.inc();
             return AttemptEnd::Failed(UpstreamFailure::NoHost);
@@ -1146,18 +1176,24 @@ impl HttpConnectionManager {
             }
         }
         let up = &mut conn.stream;
-        let request_head = self.upstream_request_head(ex, host.hostname.as_deref(), attempt);
+        let request_head = self.upstream_request_head(ex, host.hostname.as_deref());
         let (r, _) = write_all(up, request_head, idle).await;
         if r.is_err() {
-            return AttemptEnd::Failed(UpstreamFailure::Reset);
+            return write_failed(timing);
         }
-        if let Err(e) = self.forward_request_body(down, up, buf, body, idle, attempt > 1).await {
-            return AttemptEnd::Downstream(e);
+        match self.forward_request_body(down, up, buf, body, idle, attempt > 1).await {
+            Ok(()) => {}
+            // The upstream went away mid-body: a retry can replay what was sent.
+            Err(BodyError::Upstream) => return write_failed(timing),
+            Err(e) => return AttemptEnd::Downstream(e),
         }
         // The route timeout runs from the end of the request (Envoy's rule)
         // across every attempt; a per-try timeout bounds this one.
         timing.start();
-        let per_try = ex.fwd.retry.as_ref().and_then(|r| r.per_try_timeout).map(|t| Instant::now() + t);
+        let per_try = (ex.upgrade.is_none())
+            .then(|| ex.fwd.retry.as_ref().and_then(|r| r.per_try_timeout))
+            .flatten()
+            .map(|t| Instant::now() + t);
         let wait = || {
             let w = timing.bound(idle);
             per_try.map_or(w, |d| w.min(d.saturating_duration_since(Instant::now())))
@@ -1247,7 +1283,7 @@ impl HttpConnectionManager {
         Outcome::new(status, keep_alive && ok, facts)
     }
 
-    fn upstream_request_head(&self, ex: &Exchange<'_>, upstream_hostname: Option<&str>, attempt: u32) -> Vec<u8> {
+    fn upstream_request_head(&self, ex: &Exchange<'_>, upstream_hostname: Option<&str>) -> Vec<u8> {
         let head = ex.head;
         let rewrite = Rewrite { fwd: ex.fwd, matched: ex.matched };
         let mutations = ex.request_headers;
@@ -1289,8 +1325,6 @@ impl HttpConnectionManager {
                 "x-forwarded-proto" if self.config.use_remote_address => continue,
                 "x-forwarded-proto" => has_xfp = true,
                 "x-request-id" => has_request_id = true,
-                // Envoy sets the attempt count itself.
-                "x-envoy-attempt-count" => continue,
                 _ => {}
             }
             push_header(&mut out, name.as_bytes(), value);
@@ -1319,9 +1353,6 @@ impl HttpConnectionManager {
         }
         if let (false, Some(id)) = (has_request_id, ex.request_id) {
             push_header(&mut out, b"x-request-id", id.as_bytes());
-        }
-        if ex.fwd.retry.is_some() && ex.upgrade.is_none() {
-            push_header(&mut out, b"x-envoy-attempt-count", attempt.to_string().as_bytes());
         }
         if let Some(via) = &self.config.via {
             push_header(&mut out, b"via", via.as_bytes());
