@@ -6,9 +6,11 @@
 //!
 //! listener → filter chain → **connection manager** → router → cluster → lb → pool → upstream
 
+use std::borrow::Cow;
 use std::cell::Cell;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -313,7 +315,7 @@ struct Facts<'a> {
     bytes_received: u64,
     bytes_sent: u64,
     /// The `x-request-id` ringway generated, if it did.
-    request_id: Option<String>,
+    request_id: Option<RequestId>,
 }
 
 impl Facts<'_> {
@@ -679,7 +681,7 @@ impl HttpConnectionManager {
         let reusable = keep_alive && !has_body;
         let body_len = |body: &str| if head.method == "HEAD" { 0 } else { body.len() };
         let (host, path_and_query) = route_key(head);
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query.as_str(), ""));
+        let (path, query) = path_and_query.split_once('?').unwrap_or((&path_and_query, ""));
         let view = RequestView { host: &host, path, query, method: &head.method, headers: &head.headers };
         let Some(entry) = router::route(&self.config.routes, &view) else {
             self.stats.no_route.inc();
@@ -722,7 +724,7 @@ impl HttpConnectionManager {
                     request_headers,
                     response_headers,
                     upgrade: upgrade.as_deref(),
-                    request_id: generated_id.as_deref(),
+                    request_id: generated_id.as_ref().map(RequestId::as_str),
                     started: conn.request_started,
                     keep_alive,
                     idle: fwd.idle_timeout.unwrap_or(self.config.stream_idle_timeout),
@@ -773,7 +775,7 @@ impl HttpConnectionManager {
             protocol,
             scheme: "http",
             request_headers: &head.headers,
-            request_id: f.request_id.as_deref(),
+            request_id: f.request_id.as_ref().map(RequestId::as_str),
             response_headers: &f.response_headers,
             response_code: outcome.status,
             response_flags: &flags,
@@ -859,11 +861,11 @@ impl HttpConnectionManager {
         adds: &Adds<'_>,
     ) -> bool {
         let mut out = Vec::with_capacity(256 + location.len());
-        out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
         push_header(&mut out, b"location", location.as_bytes());
         push_header(&mut out, b"content-length", b"0");
         push_header(&mut out, b"server", self.config.server_name.as_bytes());
-        push_adds(&mut out, adds.mutations, &[], adds.context.as_ref());
+        push_adds(&mut out, adds.mutations, |_| false, adds.context.as_ref());
         if !keep_alive {
             push_header(&mut out, b"connection", b"close");
         }
@@ -899,13 +901,12 @@ impl HttpConnectionManager {
         adds: &Adds<'_>,
     ) -> bool {
         let mut out = Vec::with_capacity(256 + body.len());
-        out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
         if !body.is_empty() {
             out.extend_from_slice(b"content-type: text/plain\r\n");
         }
-        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-        out.extend_from_slice(format!("server: {}\r\n", self.config.server_name).as_bytes());
-        push_adds(&mut out, adds.mutations, &[], adds.context.as_ref());
+        let _ = write!(out, "content-length: {}\r\nserver: {}\r\n", body.len(), self.config.server_name);
+        push_adds(&mut out, adds.mutations, |_| false, adds.context.as_ref());
         if !keep_alive {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -1040,13 +1041,17 @@ impl HttpConnectionManager {
         let downstream_keeps =
             ex.keep_alive && framing != ResponseFraming::UntilClose && (ex.upgrade.is_none() || upgraded);
         let service_ms = started.elapsed().as_millis();
-        let upgrade_header = upgraded.then(|| response.header("upgrade").unwrap_or(b"websocket"));
-        let context = ex
-            .response_headers
-            .is_dynamic()
-            .then(|| header_context(ex.head, ex.conn, ex.request_id, response.status, &response.headers));
-        let mut out = self.downstream_response_head(
+        let upgrade_header = upgraded.then(|| response.header(&ubuf, "upgrade").unwrap_or(b"websocket"));
+        // Owned copies of the upstream's headers only when something reads them.
+        let dynamic = ex.response_headers.is_dynamic();
+        let owned = if dynamic || self.access_log.is_enabled() { response.owned_headers(&ubuf) } else { Vec::new() };
+        let context = dynamic.then(|| header_context(ex.head, ex.conn, ex.request_id, response.status, &owned));
+        let mut out = std::mem::take(&mut conn.write_buf);
+        out.clear();
+        self.downstream_response_head(
+            &mut out,
             &response,
+            &ubuf,
             ex.response_headers,
             downstream_keeps,
             service_ms,
@@ -1071,7 +1076,8 @@ impl HttpConnectionManager {
             (ResponseFraming::Length(n), ResponseFraming::Length(m)) => n - m,
             _ => 0,
         };
-        let (r, _) = write_all(down, out, ex.idle).await;
+        let (r, back) = write_all(down, out, ex.idle).await;
+        conn.write_buf = back.unwrap_or_default();
         let mut facts = Facts {
             details: "via_upstream",
             cluster: Some(cluster.name.as_str()),
@@ -1079,7 +1085,7 @@ impl HttpConnectionManager {
             upstream_local: None,
             upstream_service_time: Some(Duration::from_millis(service_ms as u64)),
             bytes_received: body.received,
-            response_headers: if self.access_log.is_enabled() { response.headers } else { Vec::new() },
+            response_headers: owned,
             ..Facts::default()
         };
         if r.is_err() {
@@ -1096,9 +1102,17 @@ impl HttpConnectionManager {
 
         // The rest of the response body, streamed as framed.
         let wait = || timing.bound(ex.idle);
-        let body_ok =
-            forward_response_body(&mut conn.stream, down, ubuf, framing_left, ex.idle, wait, &mut facts.bytes_sent)
-                .await;
+        let body_ok = forward_response_body(
+            &mut conn.stream,
+            down,
+            &mut ubuf,
+            framing_left,
+            ex.idle,
+            wait,
+            &mut facts.bytes_sent,
+        )
+        .await;
+        conn.read_buf = ubuf;
         let status = response.status;
         match body_ok {
             Ok(leftover_empty) => {
@@ -1175,12 +1189,16 @@ impl HttpConnectionManager {
                 return AttemptEnd::Downstream(BodyError::Downstream(0));
             }
         }
+        let mut request_head = std::mem::take(&mut conn.write_buf);
+        request_head.clear();
+        self.upstream_request_head(&mut request_head, ex, host.hostname.as_deref());
         let up = &mut conn.stream;
-        let request_head = self.upstream_request_head(ex, host.hostname.as_deref());
-        let (r, _) = write_all(up, request_head, idle).await;
+        let (r, back) = write_all(up, request_head, idle).await;
         if r.is_err() {
             return write_failed(timing);
         }
+        conn.write_buf = back.unwrap_or_default();
+        let up = &mut conn.stream;
         match self.forward_request_body(down, up, buf, body, idle, attempt > 1).await {
             Ok(()) => {}
             // The upstream went away mid-body: a retry can replay what was sent.
@@ -1201,7 +1219,8 @@ impl HttpConnectionManager {
 
         // Response head (skipping 1xx interim responses, except the 101 an
         // upgrade waits for).
-        let mut ubuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut ubuf = std::mem::take(&mut conn.read_buf);
+        ubuf.clear();
         loop {
             match parse_response_head(&ubuf) {
                 Ok(Some(r)) if r.status == 101 && ex.upgrade.is_some() => {
@@ -1283,127 +1302,139 @@ impl HttpConnectionManager {
         Outcome::new(status, keep_alive && ok, facts)
     }
 
-    fn upstream_request_head(&self, ex: &Exchange<'_>, upstream_hostname: Option<&str>) -> Vec<u8> {
+    /// Writes the request head to send upstream into `out`.
+    fn upstream_request_head(&self, out: &mut Vec<u8>, ex: &Exchange<'_>, upstream_hostname: Option<&str>) {
         let head = ex.head;
         let rewrite = Rewrite { fwd: ex.fwd, matched: ex.matched };
         let mutations = ex.request_headers;
-        let mut out = Vec::with_capacity(512);
         out.extend_from_slice(head.method.as_bytes());
         out.push(b' ');
         // Upstream requests are origin-form; an absolute-form target's
         // authority becomes the Host (RFC 9112 §3.2.2).
         let absolute = split_absolute(&head.target);
         let target = absolute.as_ref().map_or(head.target.as_str(), |(_, origin)| origin.as_ref());
-        out.extend_from_slice(rewrite.path(target).as_bytes());
+        rewrite.write_path(out, target);
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let hop = hop_by_hop(&head.headers);
+        let hop = hop_by_hop(request_fields(head));
         let host_rewrite =
             ex.fwd.host_rewrite.as_deref().or(if ex.fwd.auto_host_rewrite { upstream_hostname } else { None });
         let mut has_xfp = false;
         let mut has_request_id = false;
         let mut xff: Option<Vec<u8>> = None;
-        for (name, value) in &head.headers {
-            let lower = name.to_ascii_lowercase();
-            if hop.contains(&lower) || lower == "expect" || drops(mutations, &lower) {
+        for (name, value) in request_fields(head) {
+            if hop.contains(name) || name.eq_ignore_ascii_case(b"expect") || drops(mutations, name) {
                 continue;
             }
-            match lower.as_str() {
-                "host" if host_rewrite.is_some() || absolute.is_some() => continue,
+            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+            if is("host") && (host_rewrite.is_some() || absolute.is_some()) {
+                continue;
+            } else if is("x-forwarded-for") {
                 // Several x-forwarded-for headers are one list.
-                "x-forwarded-for" => {
-                    match &mut xff {
-                        Some(list) => {
-                            list.extend_from_slice(b", ");
-                            list.extend_from_slice(value);
-                        }
-                        None => xff = Some(value.clone()),
+                match &mut xff {
+                    Some(list) => {
+                        list.extend_from_slice(b", ");
+                        list.extend_from_slice(value);
                     }
-                    continue;
+                    None => xff = Some(value.to_vec()),
                 }
+                continue;
+            } else if is("x-forwarded-proto") {
                 // With use_remote_address ringway is the edge and says the
                 // scheme itself; otherwise a client's value passes through.
-                "x-forwarded-proto" if self.config.use_remote_address => continue,
-                "x-forwarded-proto" => has_xfp = true,
-                "x-request-id" => has_request_id = true,
-                _ => {}
+                if self.config.use_remote_address {
+                    continue;
+                }
+                has_xfp = true;
+            } else if is("x-request-id") {
+                has_request_id = true;
             }
-            push_header(&mut out, name.as_bytes(), value);
+            push_header(out, name, value);
         }
         if let Some(h) = host_rewrite {
-            push_header(&mut out, b"host", h.as_bytes());
+            push_header(out, b"host", h.as_bytes());
         } else if let Some((authority, _)) = &absolute {
-            push_header(&mut out, b"host", authority.as_bytes());
+            push_header(out, b"host", authority.as_bytes());
         } else if head.minor_version == 0 && head.header("host").is_none() {
-            push_header(&mut out, b"host", b"");
+            push_header(out, b"host", b"");
         }
         // Envoy appends the peer to x-forwarded-for only with use_remote_address.
         let append = self.config.use_remote_address && !self.config.skip_xff_append;
-        match (xff, append) {
-            (Some(mut joined), true) => {
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(ex.conn.peer.ip().to_string().as_bytes());
-                push_header(&mut out, b"x-forwarded-for", &joined);
+        if xff.is_some() || append {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            if let Some(list) = &xff {
+                out.extend_from_slice(list);
             }
-            (Some(v), false) => push_header(&mut out, b"x-forwarded-for", &v),
-            (None, true) => push_header(&mut out, b"x-forwarded-for", ex.conn.peer.ip().to_string().as_bytes()),
-            (None, false) => {}
+            if append {
+                if xff.is_some() {
+                    out.extend_from_slice(b", ");
+                }
+                let _ = write!(out, "{}", ex.conn.peer.ip());
+            }
+            out.extend_from_slice(b"\r\n");
         }
         if !has_xfp {
-            push_header(&mut out, b"x-forwarded-proto", b"http");
+            push_header(out, b"x-forwarded-proto", b"http");
         }
         if let (false, Some(id)) = (has_request_id, ex.request_id) {
-            push_header(&mut out, b"x-request-id", id.as_bytes());
+            push_header(out, b"x-request-id", id.as_bytes());
         }
         if let Some(via) = &self.config.via {
-            push_header(&mut out, b"via", via.as_bytes());
+            push_header(out, b"via", via.as_bytes());
         }
         if let (Some(_), Some(value)) = (ex.upgrade, head.header("upgrade")) {
-            push_header(&mut out, b"connection", b"upgrade");
-            push_header(&mut out, b"upgrade", value);
+            push_header(out, b"connection", b"upgrade");
+            push_header(out, b"upgrade", value);
         }
         let context = mutations.is_dynamic().then(|| header_context(head, ex.conn, ex.request_id, 0, &[]));
-        push_adds(&mut out, mutations, &head.headers, context.as_ref());
+        push_adds(out, mutations, |n| head.header(n).is_some(), context.as_ref());
         out.extend_from_slice(b"\r\n");
-        out
     }
 
+    /// Writes the response head to send downstream into `out`; `raw` is the
+    /// buffer `r` was parsed from.
+    #[allow(clippy::too_many_arguments)]
     fn downstream_response_head(
         &self,
+        out: &mut Vec<u8>,
         r: &ResponseHead,
+        raw: &[u8],
         mutations: &HeaderMutations,
         keep_alive: bool,
         service_ms: u128,
         upgrade: Option<&[u8]>,
         context: Option<&LogContext<'_>>,
-    ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(r.head_len + 160);
-        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, r.reason).as_bytes());
-        let hop = hop_by_hop(&r.headers);
-        for (name, value) in &r.headers {
-            let lower = name.to_ascii_lowercase();
+    ) {
+        let _ = write!(out, "HTTP/1.1 {} ", r.status);
+        out.extend_from_slice(&raw[r.reason.clone()]);
+        out.extend_from_slice(b"\r\n");
+        let hop = hop_by_hop(r.fields(raw));
+        for (name, value) in r.fields(raw) {
             // Framing is re-added below as this hop frames it.
-            if hop.contains(&lower) || lower == "server" || lower == "transfer-encoding" || drops(mutations, &lower) {
+            if hop.contains(name)
+                || name.eq_ignore_ascii_case(b"server")
+                || name.eq_ignore_ascii_case(b"transfer-encoding")
+                || drops(mutations, name)
+            {
                 continue;
             }
-            push_header(&mut out, name.as_bytes(), value);
+            push_header(out, name, value);
         }
-        push_adds(&mut out, mutations, &r.headers, context);
+        push_adds(out, mutations, |n| r.header(raw, n).is_some(), context);
         if r.framing == ResponseFraming::Chunked && upgrade.is_none() {
-            push_header(&mut out, b"transfer-encoding", b"chunked");
+            push_header(out, b"transfer-encoding", b"chunked");
         }
-        push_header(&mut out, b"server", self.config.server_name.as_bytes());
-        push_header(&mut out, b"x-envoy-upstream-service-time", service_ms.to_string().as_bytes());
+        push_header(out, b"server", self.config.server_name.as_bytes());
+        let _ = write!(out, "x-envoy-upstream-service-time: {service_ms}\r\n");
         if let Some(via) = &self.config.via {
-            push_header(&mut out, b"via", via.as_bytes());
+            push_header(out, b"via", via.as_bytes());
         }
         if let Some(kind) = upgrade {
-            push_header(&mut out, b"connection", b"upgrade");
-            push_header(&mut out, b"upgrade", kind);
+            push_header(out, b"connection", b"upgrade");
+            push_header(out, b"upgrade", kind);
         } else if !keep_alive {
-            push_header(&mut out, b"connection", b"close");
+            push_header(out, b"connection", b"close");
         }
         out.extend_from_slice(b"\r\n");
-        out
     }
 
     /// Streams the request body from `down` (starting with what is already in
@@ -1471,7 +1502,7 @@ impl HttpConnectionManager {
 async fn forward_response_body(
     up: &mut TcpStream,
     down: &mut TcpStream,
-    mut ubuf: Vec<u8>,
+    ubuf: &mut Vec<u8>,
     framing: ResponseFraming,
     idle: Duration,
     wait: impl Fn() -> Duration,
@@ -1491,19 +1522,19 @@ async fn forward_response_body(
                 left -= n as u64;
                 (n, left == 0)
             }
-            ResponseFraming::Chunked => decoder.scan(&ubuf).map_err(|_| malformed())?,
+            ResponseFraming::Chunked => decoder.scan(ubuf).map_err(|_| malformed())?,
             _ => (ubuf.len(), false),
         };
-        let (r, b) = write_range(down, ubuf, 0..take, idle).await;
-        ubuf = b;
+        let (r, b) = write_range(down, std::mem::take(ubuf), 0..take, idle).await;
+        *ubuf = b;
         r.map_err(|_| BodyCut::Downstream)?;
         *sent += take as u64;
         ubuf.drain(..take.min(ubuf.len()));
         if done {
             return Ok(ubuf.is_empty());
         }
-        let (r, b) = read_more(up, ubuf, wait()).await;
-        ubuf = b;
+        let (r, b) = read_more(up, std::mem::take(ubuf), wait()).await;
+        *ubuf = b;
         match r.map_err(BodyCut::Upstream)? {
             0 if framing == ResponseFraming::UntilClose => return Ok(false),
             0 => return Err(BodyCut::Upstream(IoFail::Io(io::ErrorKind::UnexpectedEof.into()))),
@@ -1576,15 +1607,14 @@ fn redirect_location(rd: &RedirectConfig, matched: &PathMatch, host: &str, targe
 
 /// The host and path (with its query) a request is routed by. An absolute-form target names
 /// both; otherwise Host and the origin-form path.
-fn route_key(head: &RequestHead) -> (String, String) {
-    let (host, path_and_query) = match split_absolute(&head.target) {
-        Some((authority, origin)) => (authority.to_string(), origin.into_owned()),
+fn route_key(head: &RequestHead) -> (Cow<'_, str>, Cow<'_, str>) {
+    match split_absolute(&head.target) {
+        Some((authority, origin)) => (Cow::Borrowed(authority), origin),
         None => {
             let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-            (host.to_string(), head.target.clone())
+            (Cow::Borrowed(host), Cow::Borrowed(head.target.as_str()))
         }
-    };
-    (host, path_and_query)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -1657,20 +1687,31 @@ impl Rewrite<'_> {
     /// `prefix_rewrite` replaces the matched prefix (or the whole matched
     /// path); `regex_rewrite` replaces every match in the path. The query is
     /// kept as it was.
-    fn path(&self, target: &str) -> String {
+    fn write_path(&self, out: &mut Vec<u8>, target: &str) {
         let (path, query) = match target.find('?') {
             Some(i) => (&target[..i], &target[i..]),
             None => (target, ""),
         };
         if let Some((re, substitution)) = &self.fwd.regex_rewrite {
-            return format!("{}{query}", re.replace_all(path, substitution.as_str()));
+            out.extend_from_slice(re.replace_all(path, substitution.as_str()).as_bytes());
+        } else if let Some(new_prefix) = self.fwd.prefix_rewrite.as_deref() {
+            let rest = match self.matched {
+                PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) if path.len() >= p.len() => &path[p.len()..],
+                _ => "",
+            };
+            out.extend_from_slice(new_prefix.as_bytes());
+            out.extend_from_slice(rest.as_bytes());
+        } else {
+            out.extend_from_slice(path.as_bytes());
         }
-        let Some(new_prefix) = self.fwd.prefix_rewrite.as_deref() else { return target.to_string() };
-        let rest = match self.matched {
-            PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) if path.len() >= p.len() => &path[p.len()..],
-            _ => "",
-        };
-        format!("{new_prefix}{rest}{query}")
+        out.extend_from_slice(query.as_bytes());
+    }
+
+    #[cfg(test)]
+    fn path(&self, target: &str) -> String {
+        let mut out = Vec::new();
+        self.write_path(&mut out, target);
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -1684,16 +1725,28 @@ enum ResponseFraming {
 
 struct ResponseHead {
     status: u16,
-    reason: String,
-    headers: Vec<(String, Vec<u8>)>,
+    /// Where the reason phrase and each header's name and value are in the
+    /// buffer the head was parsed from: the head is not copied.
+    reason: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
     head_len: usize,
     framing: ResponseFraming,
     upstream_keep_alive: bool,
 }
 
 impl ResponseHead {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    /// Name and value of each header, in order, from the parsed buffer.
+    fn fields<'b>(&'b self, raw: &'b [u8]) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + 'b {
+        self.headers.iter().map(move |(n, v)| (&raw[n.clone()], &raw[v.clone()]))
+    }
+
+    fn header<'b>(&'b self, raw: &'b [u8], name: &str) -> Option<&'b [u8]> {
+        self.fields(raw).find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+    }
+
+    /// An owned copy, for the access log and `%RESP(...)%`.
+    fn owned_headers(&self, raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+        self.fields(raw).map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.to_vec())).collect()
     }
 }
 
@@ -1711,11 +1764,19 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
     if !(100..600).contains(&status) {
         return Err(());
     }
-    let headers: Vec<(String, Vec<u8>)> = resp.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect();
+    // httparse hands out slices of `buf`; keep their positions.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let mut headers = Vec::with_capacity(resp.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut close = minor == 0;
-    for (name, value) in &headers {
+    for h in resp.headers.iter() {
+        let (name, value) = (h.name, h.value);
+        headers.push((span(name.as_bytes()), span(value)));
         if name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(value).map_err(|_| ())?.trim();
             let n: u64 = v.parse().map_err(|_| ())?;
@@ -1746,55 +1807,66 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
         (false, None) if (100..200).contains(&status) || status == 204 || status == 304 => ResponseFraming::None,
         (false, None) => ResponseFraming::UntilClose,
     };
-    Ok(Some(ResponseHead {
-        status,
-        reason: resp.reason.unwrap_or("").to_string(),
-        headers,
-        head_len,
-        framing,
-        upstream_keep_alive: !close,
-    }))
+    let reason = resp.reason.map_or(0..0, |r| span(r.as_bytes()));
+    Ok(Some(ResponseHead { status, reason, headers, head_len, framing, upstream_keep_alive: !close }))
 }
 
 /// Headers that describe one hop and are never forwarded: the standard set
 /// plus any named in `Connection`. (Transfer-Encoding is framing; the
 /// response side re-adds it, the request side forwards it as validated.)
-fn hop_by_hop(headers: &[(String, Vec<u8>)]) -> Vec<String> {
-    let mut hop: Vec<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+struct HopByHop<'h> {
+    /// Extra names from `Connection` (allocated only when there are some).
+    named: Vec<&'h [u8]>,
+}
+
+const HOP_BY_HOP: [&[u8]; 6] = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"];
+
+impl HopByHop<'_> {
+    fn contains(&self, name: &[u8]) -> bool {
+        HOP_BY_HOP.iter().chain(self.named.iter()).any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+fn hop_by_hop<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> HopByHop<'h> {
+    let mut named = Vec::new();
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',') {
-                if let Ok(t) = std::str::from_utf8(token.trim_ascii()) {
-                    let t = t.to_ascii_lowercase();
-                    if !t.is_empty() && t != "content-length" && t != "transfer-encoding" && t != "host" {
-                        hop.push(t);
-                    }
-                }
+        if !name.eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let kept = [&b""[..], b"close", b"content-length", b"transfer-encoding", b"host"]
+                .iter()
+                .chain(HOP_BY_HOP.iter())
+                .any(|t| t.eq_ignore_ascii_case(token));
+            if !kept {
+                named.push(token);
             }
         }
     }
-    hop
+    HopByHop { named }
 }
 
-/// Whether a header named `lower` from the other side is dropped by `m`:
+/// A request's headers as name and value bytes.
+fn request_fields(head: &RequestHead) -> impl Iterator<Item = (&[u8], &[u8])> {
+    head.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice()))
+}
+
+/// Whether a header named `name` from the other side is dropped by `m`:
 /// removed, or about to be overwritten by one of its adds.
-fn drops(m: &HeaderMutations, lower: &str) -> bool {
+fn drops(m: &HeaderMutations, name: &[u8]) -> bool {
     !m.is_empty()
-        && (m.remove.iter().any(|r| r == lower)
+        && (m.remove.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name))
             || m.add.iter().any(|a| {
-                a.name == lower
+                a.name.as_bytes().eq_ignore_ascii_case(name)
                     && matches!(a.action, AppendAction::OverwriteIfExistsOrAdd | AppendAction::OverwriteIfExists)
             }))
 }
 
-/// Writes `m`'s adds; `original` (the other side's headers) decides the
-/// conditional ones. A header removed by `m` counts as absent.
-fn push_adds(out: &mut Vec<u8>, m: &HeaderMutations, original: &[(String, Vec<u8>)], ctx: Option<&LogContext<'_>>) {
-    let present =
-        |name: &str| !m.remove.iter().any(|r| r == name) && original.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+/// Writes `m`'s adds; `original` (whether the other side has a header of
+/// that name) decides the conditional ones. A header removed by `m` counts
+/// as absent.
+fn push_adds(out: &mut Vec<u8>, m: &HeaderMutations, original: impl Fn(&str) -> bool, ctx: Option<&LogContext<'_>>) {
+    let present = |name: &str| !m.remove.iter().any(|r| r == name) && original(name);
     for a in &m.add {
         let write = match a.action {
             AppendAction::AppendIfExistsOrAdd | AppendAction::OverwriteIfExistsOrAdd => true,
@@ -1900,19 +1972,33 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A random (version 4) UUID for `x-request-id`.
-fn uuid4(rng: &Rng) -> String {
+/// A random (version 4) UUID for `x-request-id`, formatted without
+/// allocating.
+struct RequestId([u8; 36]);
+
+impl RequestId {
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits and dashes are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+fn uuid4(rng: &Rng) -> RequestId {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let (a, b) = (rng.next_u64(), rng.next_u64());
     let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
     let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
+    let bits = (u128::from(a) << 64) | u128::from(b);
+    let mut out = [b'-'; 36];
+    let mut nibble = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        *slot = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    RequestId(out)
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -2086,6 +2172,20 @@ mod tests {
     #[test]
     fn request_ids_look_like_uuid4() {
         let id = uuid4(&Rng::new(7));
+        let id = id.as_str();
+        let rng = Rng::new(7);
+        let (a, b) = (rng.next_u64(), rng.next_u64());
+        let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+        let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+        let want = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        );
+        assert_eq!(id, want);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
@@ -2093,8 +2193,9 @@ mod tests {
 
     #[test]
     fn hop_by_hop_includes_connection_tokens() {
-        let h = vec![("Connection".to_string(), b"close, X-Secret".to_vec())];
-        let hop = hop_by_hop(&h);
-        assert!(hop.contains(&"x-secret".to_string()) && hop.contains(&"connection".to_string()));
+        let h: [(&[u8], &[u8]); 1] = [(b"Connection", b"close, X-Secret")];
+        let hop = hop_by_hop(h.into_iter());
+        assert!(hop.contains(b"x-secret") && hop.contains(b"Connection") && hop.contains(b"TE"));
+        assert!(!hop.contains(b"close") && !hop.contains(b"host") && hop.named.len() == 1);
     }
 }

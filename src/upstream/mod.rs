@@ -109,6 +109,11 @@ pub struct Host {
 /// `upstream_cx_destroy` when it closes.
 pub struct UpstreamConn {
     pub stream: TcpStream,
+    /// Buffers that live as long as the connection, so a pooled connection
+    /// carries a request without allocating: heads are written from
+    /// `write_buf`, responses read into `read_buf`.
+    pub write_buf: Vec<u8>,
+    pub read_buf: Vec<u8>,
     guard: ConnGuard,
     created: Instant,
     /// Requests this connection has carried to completion.
@@ -131,7 +136,14 @@ impl UpstreamConn {
             host_active: host.stats.cx_active.clone(),
             destroy: cluster.upstream_cx_destroy.clone(),
         };
-        UpstreamConn { stream, guard, created: Instant::now(), requests: 0 }
+        UpstreamConn {
+            stream,
+            write_buf: Vec::with_capacity(1024),
+            read_buf: Vec::with_capacity(INITIAL_READ_BUFFER),
+            guard,
+            created: Instant::now(),
+            requests: 0,
+        }
     }
 
     /// Whether this connection came out of the pool (and so may have been
@@ -154,6 +166,11 @@ impl Drop for ConnGuard {
         self.destroy.inc();
     }
 }
+
+/// A connection's response buffer to begin with; it grows for large bodies.
+const INITIAL_READ_BUFFER: usize = 16 * 1024;
+/// A pooled connection gives back response buffers grown past this.
+const MAX_POOLED_READ_BUFFER: usize = 128 * 1024;
 
 /// Idle connections kept per host per core; more are closed.
 const MAX_IDLE_PER_HOST: usize = 64;
@@ -184,6 +201,9 @@ impl Host {
     /// unless it has served its quota of requests or the pool is full.
     pub fn release(&self, mut conn: UpstreamConn, stats: &ClusterStats) {
         conn.requests = conn.requests.saturating_add(1);
+        if conn.read_buf.capacity() > MAX_POOLED_READ_BUFFER {
+            conn.read_buf = Vec::with_capacity(INITIAL_READ_BUFFER);
+        }
         if self.limits.max_requests_per_connection.is_some_and(|max| conn.requests >= max) {
             stats.upstream_cx_max_requests.inc();
             return;
