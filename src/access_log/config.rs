@@ -289,6 +289,7 @@ ACCESS_LOG
             upstream_cluster: None,
             upstream_local: None,
             downstream_remote: "127.0.0.1:1".parse().unwrap(),
+            downstream_direct_remote: "127.0.0.1:1".parse().unwrap(),
             downstream_local: None,
             route_name: None,
             connection_id: 1,

@@ -63,7 +63,10 @@ pub struct LogContext<'a> {
     pub upstream_cluster: Option<&'a str>,
     /// The local address of the upstream connection.
     pub upstream_local: Option<SocketAddr>,
+    /// The client as `use_remote_address` / `xff_num_trusted_hops` define it.
     pub downstream_remote: SocketAddr,
+    /// The connection's peer, always (`%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%`).
+    pub downstream_direct_remote: SocketAddr,
     pub downstream_local: Option<SocketAddr>,
     pub route_name: Option<&'a str>,
     pub connection_id: u64,
@@ -104,6 +107,8 @@ enum Op {
     UpstreamLocalAddress,
     DownstreamRemoteAddress,
     DownstreamRemoteAddressWithoutPort,
+    DownstreamDirectRemoteAddress,
+    DownstreamDirectRemoteAddressWithoutPort,
     DownstreamLocalAddress,
     DownstreamLocalAddressWithoutPort,
     DownstreamLocalPort,
@@ -325,10 +330,10 @@ impl Op {
             "UPSTREAM_LOCAL_ADDRESS" => Op::UpstreamLocalAddress,
             // ringway takes no client address from x-forwarded-for, so the
             // "direct" forms are the same.
-            "DOWNSTREAM_REMOTE_ADDRESS" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamRemoteAddress,
-            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
-                Op::DownstreamRemoteAddressWithoutPort
-            }
+            "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemoteAddress,
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamDirectRemoteAddress,
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamDirectRemoteAddressWithoutPort,
+            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemoteAddressWithoutPort,
             "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocalAddress,
             "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocalAddressWithoutPort,
             "DOWNSTREAM_LOCAL_PORT" => Op::DownstreamLocalPort,
@@ -370,6 +375,8 @@ impl Op {
             Op::UpstreamLocalAddress => ctx.upstream_local.map_or(Val::Missing, Val::Addr),
             Op::DownstreamRemoteAddress => Val::Addr(ctx.downstream_remote),
             Op::DownstreamRemoteAddressWithoutPort => Val::Ip(ctx.downstream_remote.ip()),
+            Op::DownstreamDirectRemoteAddress => Val::Addr(ctx.downstream_direct_remote),
+            Op::DownstreamDirectRemoteAddressWithoutPort => Val::Ip(ctx.downstream_direct_remote.ip()),
             Op::DownstreamLocalAddress => ctx.downstream_local.map_or(Val::Missing, Val::Addr),
             Op::DownstreamLocalAddressWithoutPort => ctx.downstream_local.map_or(Val::Missing, |a| Val::Ip(a.ip())),
             Op::DownstreamLocalPort => ctx.downstream_local.map_or(Val::Missing, |a| Val::Num(u64::from(a.port()))),
@@ -964,6 +971,7 @@ mod tests {
             upstream_cluster: Some("service1"),
             upstream_local: None,
             downstream_remote: "192.0.2.7:51234".parse().unwrap(),
+            downstream_direct_remote: "192.0.2.7:51234".parse().unwrap(),
             downstream_local: Some("[::1]:8080".parse().unwrap()),
             route_name: None,
             connection_id: 42,

@@ -146,6 +146,7 @@ mod tests {
             upstream_cluster: None,
             upstream_local: None,
             downstream_remote: "127.0.0.1:40000".parse().unwrap(),
+            downstream_direct_remote: "127.0.0.1:40000".parse().unwrap(),
             downstream_local: None,
             route_name: None,
             connection_id: 1,

@@ -568,7 +568,9 @@ impl UpstreamFailure {
                 (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
             }
             UpstreamFailure::Timeout | UpstreamFailure::PerTryTimeout => (504, "upstream request timeout"),
-            UpstreamFailure::StreamIdle => (408, "stream timeout"),
+            // The request is complete by then, so Envoy answers 504 (408 is for
+            // a request still arriving).
+            UpstreamFailure::StreamIdle => (504, "stream timeout"),
             UpstreamFailure::Malformed => (502, "upstream sent a malformed response"),
         }
     }
@@ -790,6 +792,7 @@ impl HttpConnectionManager {
             upstream_cluster: f.cluster,
             upstream_local: f.upstream_local,
             downstream_remote: conn.client,
+            downstream_direct_remote: conn.peer,
             downstream_local: conn.local,
             route_name: f.route_name,
             connection_id: conn.id,
@@ -822,6 +825,7 @@ impl HttpConnectionManager {
             upstream_cluster: None,
             upstream_local: None,
             downstream_remote: conn.peer,
+            downstream_direct_remote: conn.peer,
             downstream_local: conn.local,
             route_name: None,
             connection_id: conn.id,
@@ -935,7 +939,7 @@ impl HttpConnectionManager {
         let mut timing = Timing { route_deadline: None, route_timeout: ex.fwd.timeout, upstream_host: None };
         let mut retries_left = retry.map_or(0, |r| r.num_retries);
         let mut attempts: u32 = 0;
-        let (mut conn, host, response, mut ubuf) = loop {
+        let (mut conn, host, response, mut ubuf, retry_flags) = loop {
             attempts += 1;
             cs.upstream_rq_total.inc();
             let end = self.attempt(down, buf, ex, cluster, &mut body, &mut timing, attempts).await;
@@ -989,7 +993,7 @@ impl HttpConnectionManager {
                     if attempts > 1 && !retriable {
                         cs.upstream_rq_retry_success.inc();
                     }
-                    break (conn, host, response, ubuf);
+                    break (conn, host, response, ubuf, flags);
                 }
                 AttemptEnd::Failed(f) => {
                     // After a refused upgrade the client may already be
@@ -1079,6 +1083,7 @@ impl HttpConnectionManager {
         let (r, back) = write_all(down, out, ex.idle).await;
         conn.write_buf = back.unwrap_or_default();
         let mut facts = Facts {
+            flags: retry_flags,
             details: "via_upstream",
             cluster: Some(cluster.name.as_str()),
             upstream_host: Some(host.addr),
@@ -1942,6 +1947,7 @@ fn header_context<'a>(
         upstream_cluster: None,
         upstream_local: None,
         downstream_remote: conn.client,
+        downstream_direct_remote: conn.peer,
         downstream_local: conn.local,
         route_name: None,
         connection_id: conn.id,

@@ -111,7 +111,8 @@ fn path_matches(r: &RouteEntry, path: &str) -> bool {
 fn header_value<'a>(name: &str, req: &RequestView<'a>) -> Option<Cow<'a, str>> {
     match name {
         ":method" => return Some(Cow::Borrowed(req.method)),
-        ":authority" => return Some(Cow::Borrowed(req.host)),
+        // Host is :authority (an absolute-form target's authority replaces it).
+        ":authority" | "host" => return Some(Cow::Borrowed(req.host)),
         ":scheme" => return Some(Cow::Borrowed("http")),
         ":path" if req.query.is_empty() => return Some(Cow::Borrowed(req.path)),
         ":path" => return Some(Cow::Owned(format!("{}?{}", req.path, req.query))),
