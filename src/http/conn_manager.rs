@@ -29,6 +29,8 @@ use crate::config::{
 use crate::listener::Terminal;
 use crate::runtime::worker::{CoreTables, Worker};
 use crate::stats::{Counter, Gauge, Shard, StatKey};
+use crate::tcp_proxy::RelayMode;
+use crate::tcp_proxy::splice::{self, NonBlocking, SpliceCut};
 use crate::upstream::lb::Rng;
 use crate::upstream::{Cluster, ClusterManager, Host, UpstreamConn, connect};
 
@@ -122,6 +124,7 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
     drop(first_tables);
     let mut conn = ConnInfo {
         peer,
+        relay: worker.relay,
         client: peer,
         local: None,
         request_started: Instant::now(),
@@ -217,6 +220,8 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
 /// A downstream connection, as the access log names it.
 struct ConnInfo {
     peer: SocketAddr,
+    /// Whether bodies may be spliced (`RINGWAY_RELAY=copy` says no).
+    relay: RelayMode,
     /// The client of the request in flight as `xff_num_trusted_hops` and
     /// `use_remote_address` define it (Envoy's downstream remote address).
     client: SocketAddr,
@@ -1107,16 +1112,18 @@ impl HttpConnectionManager {
 
         // The rest of the response body, streamed as framed.
         let wait = || timing.bound(ex.idle);
-        let body_ok = forward_response_body(
-            &mut conn.stream,
-            down,
-            &mut ubuf,
-            framing_left,
-            ex.idle,
-            wait,
-            &mut facts.bytes_sent,
-        )
-        .await;
+        let body_ok = match framing_left {
+            // A long sized body moves socket to socket through a pipe,
+            // never copied through user space.
+            ResponseFraming::Length(n) if n >= SPLICE_MIN && ex.conn.relay == RelayMode::Splice => {
+                let (up, sent) = (&mut conn.stream, &mut facts.bytes_sent);
+                splice_response_body(up, down, &mut ubuf, n, cluster.buffer_limit, ex.idle, wait, sent).await
+            }
+            _ => {
+                let (up, sent) = (&mut conn.stream, &mut facts.bytes_sent);
+                forward_response_body(up, down, &mut ubuf, framing_left, ex.idle, wait, sent).await
+            }
+        };
         conn.read_buf = ubuf;
         let status = response.status;
         match body_ok {
@@ -1504,6 +1511,56 @@ impl HttpConnectionManager {
 
 /// Streams the response body from `up` to `down`; `Ok(true)` when the
 /// upstream sent nothing past the body (so its connection can be reused).
+/// Response bodies at least this long (after what rode with the head) are
+/// spliced.
+const SPLICE_MIN: u64 = 128 * 1024;
+
+/// Moves the `len` remaining bytes of a sized response body from `up` to
+/// `down`: first what is already in `ubuf`, then the rest with splice. Falls
+/// back to copying when no pipe can be had. `Ok(true)`: nothing was read
+/// past the body.
+#[allow(clippy::too_many_arguments)]
+async fn splice_response_body(
+    up: &mut TcpStream,
+    down: &mut TcpStream,
+    ubuf: &mut Vec<u8>,
+    len: u64,
+    pipe_size: usize,
+    idle: Duration,
+    wait: impl Fn() -> Duration,
+    sent: &mut u64,
+) -> Result<bool, BodyCut> {
+    let mut left = len;
+    if !ubuf.is_empty() {
+        let n = (ubuf.len() as u64).min(left) as usize;
+        let (r, b) = write_range(down, std::mem::take(ubuf), 0..n, idle).await;
+        *ubuf = b;
+        r.map_err(|_| BodyCut::Downstream)?;
+        ubuf.drain(..n.min(ubuf.len()));
+        *sent += n as u64;
+        left -= n as u64;
+    }
+    let setup = (|| -> io::Result<_> {
+        let pipe = splice::take_pipe(pipe_size)?;
+        Ok((pipe, NonBlocking::set(up)?, NonBlocking::set(down)?))
+    })();
+    let Ok((pipe, up_guard, down_guard)) = setup else {
+        let framing = ResponseFraming::Length(left);
+        return forward_response_body(up, down, ubuf, framing, idle, wait, sent).await;
+    };
+    let result = splice::pump_exact(up, down, &pipe, left, wait, &mut |n| *sent += n).await;
+    drop((up_guard, down_guard));
+    match result {
+        Ok(()) => {
+            splice::return_pipe(pipe);
+            Ok(ubuf.is_empty())
+        }
+        Err(SpliceCut::Destination(_)) => Err(BodyCut::Downstream),
+        Err(SpliceCut::Source(e)) if e.kind() == io::ErrorKind::TimedOut => Err(BodyCut::Upstream(IoFail::Timeout)),
+        Err(SpliceCut::Source(e)) => Err(BodyCut::Upstream(IoFail::Io(e))),
+    }
+}
+
 async fn forward_response_body(
     up: &mut TcpStream,
     down: &mut TcpStream,

@@ -149,3 +149,134 @@ pub async fn pump(
         }
     }
 }
+
+/// Which side stopped a bounded splice early.
+#[derive(Debug)]
+pub enum SpliceCut {
+    /// Reading from the source failed, timed out or hit its end early.
+    Source(io::Error),
+    /// Writing to the destination failed or timed out.
+    Destination(io::Error),
+}
+
+/// Moves exactly `len` bytes from `src` to `dst` through `pipe` (an HTTP
+/// body of known length), waiting at most `wait()` for either socket each
+/// time it is not ready. Both sockets must be non-blocking
+/// (`NonBlocking::set`). On success the pipe is empty again.
+pub async fn pump_exact(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipe: &Pipe,
+    len: u64,
+    wait: impl Fn() -> std::time::Duration,
+    on_bytes: &mut impl FnMut(u64),
+) -> Result<(), SpliceCut> {
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "idle timeout");
+    let mut to_read = len;
+    let mut in_pipe = 0usize;
+    while to_read > 0 || in_pipe > 0 {
+        while to_read > 0 && in_pipe < pipe.capacity {
+            let want = ((pipe.capacity - in_pipe) as u64).min(to_read) as usize;
+            match splice(src_fd, pipe_w, want) {
+                Ok(0) => return Err(SpliceCut::Source(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => {
+                    in_pipe += n;
+                    to_read -= n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SpliceCut::Source(e)),
+            }
+        }
+        if in_pipe == 0 {
+            match monoio::time::timeout(wait(), src.readable(false)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => return Err(SpliceCut::Source(e)),
+                Err(_) => return Err(SpliceCut::Source(timed_out())),
+            }
+        }
+        match splice(pipe_r, dst_fd, in_pipe) {
+            Ok(n) => {
+                in_pipe -= n;
+                on_bytes(n as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match monoio::time::timeout(wait(), dst.writable(false)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(SpliceCut::Destination(e)),
+                    Err(_) => return Err(SpliceCut::Destination(timed_out())),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(SpliceCut::Destination(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes a socket non-blocking for as long as this lives, then puts its
+/// flags back as they were (the io_uring driver keeps sockets blocking, the
+/// epoll driver non-blocking).
+pub struct NonBlocking {
+    fd: RawFd,
+    flags: libc::c_int,
+}
+
+impl NonBlocking {
+    pub fn set(stream: &TcpStream) -> io::Result<NonBlocking> {
+        let fd = stream.as_raw_fd();
+        // SAFETY: fcntl on a socket the caller keeps open; no memory passed.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if flags & libc::O_NONBLOCK == 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NonBlocking { fd, flags })
+    }
+}
+
+impl Drop for NonBlocking {
+    fn drop(&mut self) {
+        if self.flags & libc::O_NONBLOCK == 0 {
+            // SAFETY: restores the flags read in `set` on the same socket,
+            // which outlives this guard.
+            unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
+        }
+    }
+}
+
+thread_local! {
+    /// Emptied pipes kept for reuse on this core: a pipe costs four
+    /// syscalls to make and close.
+    static SPARE_PIPES: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare pipes kept per core.
+const MAX_SPARE_PIPES: usize = 16;
+
+/// A pipe of at least 64 KiB from this core's spares, or a new one.
+pub fn take_pipe(size: usize) -> io::Result<Pipe> {
+    if let Some(p) = SPARE_PIPES.with(|s| s.borrow_mut().pop()) {
+        return Ok(p);
+    }
+    let pipe = Pipe::new(size)?;
+    if pipe.capacity() < 64 * 1024 {
+        return Err(io::Error::other("pipe quota spent"));
+    }
+    Ok(pipe)
+}
+
+/// Gives back a pipe that holds no data.
+pub fn return_pipe(pipe: Pipe) {
+    SPARE_PIPES.with(|s| {
+        let mut spares = s.borrow_mut();
+        if spares.len() < MAX_SPARE_PIPES {
+            spares.push(pipe);
+        }
+    });
+}
