@@ -602,3 +602,23 @@ fn large_sized_responses_arrive_intact_on_every_driver_and_relay() {
         stop(server);
     }
 }
+
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_replaced_transparently() {
+    // Closes every connection right after its response, without saying so.
+    let app = HttpUpstream::serve(|_, n| Reply::BytesThenClose(respond(200, &format!("answer {n}"))));
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n";
+    let (server, addr) = serve(&http_yaml(&[("app", app.addr)], routes, ""));
+    let mut s = connect(addr);
+    for _ in 0..5 {
+        let (status, _, body) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    // Each request after the first met a closed pooled connection (or the
+    // kernel told the pool first); none of it reached the client.
+    assert_eq!(stat(&server, "cluster.app.upstream_rq_retry"), 0);
+    assert_eq!(stat(&server, "cluster.app.upstream_cx_total"), 5);
+    wait_until("five 2xx", || stat(&server, "http.ingress.downstream_rq_2xx") == 5);
+    drop(s);
+    stop(server);
+}

@@ -462,6 +462,8 @@ struct RequestBody {
     limit: usize,
     continue_sent: bool,
     started: Instant,
+    /// A stale pooled connection was met: take only checked ones now.
+    fresh_only: bool,
 }
 
 enum BodyProgress {
@@ -479,7 +481,7 @@ impl RequestBody {
             BodyFraming::Chunked => (BodyProgress::Chunked(ChunkedDecoder::new()), false),
         };
         let replay = (complete || limit > 0).then(Vec::new);
-        RequestBody { progress, received: 0, complete, replay, limit, continue_sent: false, started }
+        RequestBody { progress, received: 0, complete, replay, limit, continue_sent: false, started, fresh_only: false }
     }
 
     fn keep(&mut self, sent: &[u8]) {
@@ -510,7 +512,10 @@ fn retriable_failure(r: &RetryConfig, f: &UpstreamFailure) -> bool {
     let any_reset = r.on.server_error || r.on.gateway_error || r.on.reset;
     match f {
         UpstreamFailure::Connect => any_reset || r.on.connect_failure,
-        UpstreamFailure::Reset | UpstreamFailure::Malformed | UpstreamFailure::PerTryTimeout => any_reset,
+        UpstreamFailure::Reset
+        | UpstreamFailure::Stale
+        | UpstreamFailure::Malformed
+        | UpstreamFailure::PerTryTimeout => any_reset,
         UpstreamFailure::NoHost | UpstreamFailure::Timeout | UpstreamFailure::StreamIdle => false,
     }
 }
@@ -519,7 +524,7 @@ fn retriable_failure(r: &RetryConfig, f: &UpstreamFailure) -> bool {
 fn count_failure(cluster: &Cluster, f: &UpstreamFailure) {
     let cs = &cluster.stats;
     match f {
-        UpstreamFailure::Reset | UpstreamFailure::Malformed => cs.upstream_rq_rx_reset.inc(),
+        UpstreamFailure::Reset | UpstreamFailure::Stale | UpstreamFailure::Malformed => cs.upstream_rq_rx_reset.inc(),
         UpstreamFailure::Timeout => cs.upstream_rq_timeout.inc(),
         UpstreamFailure::PerTryTimeout => cs.upstream_rq_per_try_timeout.inc(),
         UpstreamFailure::NoHost | UpstreamFailure::Connect | UpstreamFailure::StreamIdle => {}
@@ -553,6 +558,10 @@ enum UpstreamFailure {
     Connect,
     /// Reset or closed before a complete response head.
     Reset,
+    /// A pooled connection turned out closed before anything of the response
+    /// arrived (the upstream closed it while idle). Made again once on a new
+    /// connection; otherwise a `Reset`.
+    Stale,
     Timeout,
     /// The retry policy's per_try_timeout passed before a response head.
     PerTryTimeout,
@@ -569,7 +578,7 @@ impl UpstreamFailure {
             UpstreamFailure::Connect => {
                 (503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
             }
-            UpstreamFailure::Reset => {
+            UpstreamFailure::Reset | UpstreamFailure::Stale => {
                 (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
             }
             UpstreamFailure::Timeout | UpstreamFailure::PerTryTimeout => (504, "upstream request timeout"),
@@ -585,7 +594,7 @@ impl UpstreamFailure {
         match self {
             UpstreamFailure::NoHost => (Flags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream"),
             UpstreamFailure::Connect => (Flags::UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started"),
-            UpstreamFailure::Reset => {
+            UpstreamFailure::Reset | UpstreamFailure::Stale => {
                 (Flags::UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started")
             }
             UpstreamFailure::Timeout | UpstreamFailure::PerTryTimeout => {
@@ -948,6 +957,15 @@ impl HttpConnectionManager {
             attempts += 1;
             cs.upstream_rq_total.inc();
             let end = self.attempt(down, buf, ex, cluster, &mut body, &mut timing, attempts).await;
+            if let AttemptEnd::Failed(UpstreamFailure::Stale) = end {
+                cs.upstream_cx_destroy_remote.inc();
+                if !body.fresh_only && body.replayable() && !timing.expired() {
+                    // Not a retry: the request never reached a live upstream.
+                    body.fresh_only = true;
+                    attempts -= 1;
+                    continue;
+                }
+            }
             let retriable = match (&end, retry) {
                 (_, None) => false,
                 (AttemptEnd::Response { response, .. }, Some(r)) => retriable_status(r, response.status),
@@ -1182,15 +1200,25 @@ impl HttpConnectionManager {
     ) -> AttemptEnd<'c> {
         // A retry's writes are bounded by the route deadline too.
         let idle = timing.bound(ex.idle);
-        let write_failed = |timing: &Timing| {
-            AttemptEnd::Failed(if timing.expired() { UpstreamFailure::Timeout } else { UpstreamFailure::Reset })
+        let write_failed = |timing: &Timing, reused: bool| {
+            if timing.expired() {
+                AttemptEnd::Failed(UpstreamFailure::Timeout)
+            } else if reused {
+                AttemptEnd::Failed(UpstreamFailure::Stale)
+            } else {
+                AttemptEnd::Failed(UpstreamFailure::Reset)
+            }
         };
         let Some(host) = cluster.pick() else {
             cluster.stats.upstream_cx_none_healthy.inc();
             return AttemptEnd::Failed(UpstreamFailure::NoHost);
         };
         timing.upstream_host = Some(host.addr);
-        let mut conn = match self.upstream_connection(cluster, host).await {
+        // A request that can be sent again may take a recently pooled
+        // connection unchecked; if the upstream had closed it, the attempt
+        // ends `Stale` and is made again on a new connection.
+        let trust_recent = !body.fresh_only && body.replayable();
+        let mut conn = match self.upstream_connection(cluster, host, trust_recent).await {
             Ok(c) => c,
             Err(f) => return AttemptEnd::Failed(f),
         };
@@ -1207,14 +1235,14 @@ impl HttpConnectionManager {
         let up = &mut conn.stream;
         let (r, back) = write_all(up, request_head, idle).await;
         if r.is_err() {
-            return write_failed(timing);
+            return write_failed(timing, conn.reused());
         }
         conn.write_buf = back.unwrap_or_default();
         let up = &mut conn.stream;
         match self.forward_request_body(down, up, buf, body, idle, attempt > 1).await {
             Ok(()) => {}
             // The upstream went away mid-body: a retry can replay what was sent.
-            Err(BodyError::Upstream) => return write_failed(timing),
+            Err(BodyError::Upstream) => return write_failed(timing, conn.reused()),
             Err(e) => return AttemptEnd::Downstream(e),
         }
         // The route timeout runs from the end of the request (Envoy's rule)
@@ -1250,6 +1278,11 @@ impl HttpConnectionManager {
             let (r, b) = read_more(&mut conn.stream, ubuf, wait()).await;
             ubuf = b;
             match r {
+                // A pooled connection closed before any response byte: the
+                // upstream closed it while idle.
+                Ok(0) | Err(IoFail::Io(_)) if ubuf.is_empty() && conn.reused() => {
+                    return AttemptEnd::Failed(UpstreamFailure::Stale);
+                }
                 Ok(0) | Err(IoFail::Io(_)) => return AttemptEnd::Failed(UpstreamFailure::Reset),
                 Ok(_) => {}
                 Err(IoFail::Timeout) => {
@@ -1267,9 +1300,14 @@ impl HttpConnectionManager {
     }
 
     /// A pooled connection that is still open, or a new one.
-    async fn upstream_connection(&self, cluster: &Cluster, host: &Host) -> Result<UpstreamConn, UpstreamFailure> {
+    async fn upstream_connection(
+        &self,
+        cluster: &Cluster,
+        host: &Host,
+        trust_recent: bool,
+    ) -> Result<UpstreamConn, UpstreamFailure> {
         let cs = &cluster.stats;
-        if let Some(conn) = host.take_idle(cs) {
+        if let Some(conn) = host.take_idle(cs, trust_recent) {
             return Ok(conn);
         }
         // No pooled connection: the request waits for a new one.

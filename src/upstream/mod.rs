@@ -172,13 +172,23 @@ const INITIAL_READ_BUFFER: usize = 16 * 1024;
 /// A pooled connection gives back response buffers grown past this.
 const MAX_POOLED_READ_BUFFER: usize = 128 * 1024;
 
+/// A pooled connection released this recently is assumed still open (see
+/// `Host::take_idle`): upstream servers close idle connections after seconds
+/// (nginx 75 s, Node.js 5 s), not within a second of a response.
+const RECENTLY_USED: Duration = Duration::from_secs(1);
+
 /// Idle connections kept per host per core; more are closed.
 const MAX_IDLE_PER_HOST: usize = 64;
 
 impl Host {
     /// An idle pooled connection that the peer has not closed meanwhile and
     /// that is within the cluster's limits.
-    pub fn take_idle(&self, stats: &ClusterStats) -> Option<UpstreamConn> {
+    ///
+    /// With `trust_recent`, a connection put back within `RECENTLY_USED` is
+    /// taken without asking the kernel whether the peer closed it (one
+    /// syscall saved per request under load); the caller must then be able
+    /// to send the request again on a new connection if it turns out closed.
+    pub fn take_idle(&self, stats: &ClusterStats, trust_recent: bool) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let now = Instant::now();
         while let Some((conn, since)) = idle.pop() {
@@ -190,7 +200,7 @@ impl Host {
                 stats.upstream_cx_max_duration_reached.inc();
                 continue;
             }
-            if still_open(&conn.stream) {
+            if (trust_recent && now.duration_since(since) < RECENTLY_USED) || still_open(&conn.stream) {
                 return Some(conn);
             }
         }
@@ -257,6 +267,8 @@ pub struct ClusterStats {
     pub upstream_rq_timeout: Counter,
     pub upstream_rq_rx_reset: Counter,
     pub upstream_cx_idle_timeout: Counter,
+    /// Pooled connections the upstream had closed, found when reused.
+    pub upstream_cx_destroy_remote: Counter,
     pub upstream_cx_max_requests: Counter,
     pub upstream_cx_max_duration_reached: Counter,
     pub upstream_rq_pending_total: Counter,
@@ -292,6 +304,7 @@ impl ClusterStats {
             upstream_cx_http1_total: c("upstream_cx_http1_total"),
             upstream_rq_total: c("upstream_rq_total"),
             upstream_cx_idle_timeout: c("upstream_cx_idle_timeout"),
+            upstream_cx_destroy_remote: c("upstream_cx_destroy_remote"),
             upstream_cx_max_requests: c("upstream_cx_max_requests"),
             upstream_cx_max_duration_reached: c("upstream_cx_max_duration_reached"),
             upstream_rq_pending_total: c("upstream_rq_pending_total"),
