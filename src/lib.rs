@@ -24,4 +24,5 @@ pub mod listener;
 pub mod runtime;
 pub mod stats;
 pub mod tcp_proxy;
+pub mod tls;
 pub mod upstream;

@@ -143,6 +143,7 @@ mod tests {
             lb: LbKind::RoundRobin,
             buffer_limit: 1,
             http: Default::default(),
+            tls: None,
             endpoints: vec![],
             dns: Some(DnsConfig {
                 // An IP literal resolves without any lookup; the empty name

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod raw;
 mod routes;
+mod tls;
 pub mod snapshot;
 mod types;
 pub mod validate;

@@ -110,6 +110,24 @@ pub struct FilterChain {
     pub name: Option<String>,
     #[serde(default)]
     pub filters: Vec<Filter>,
+    /// `envoy.transport_sockets.tls` with a `DownstreamTlsContext`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_socket: Option<TransportSocket>,
+    /// v2 spelling: a `DownstreamTlsContext` directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_context: Option<Value>,
+}
+
+/// A `transport_socket`: its settings are decoded once the name or `@type`
+/// says which.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSocket {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
 }
 
 /// A network filter. Its settings arrive as `typed_config` (v3, with `@type`) or
@@ -217,6 +235,12 @@ pub struct Cluster {
     /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typed_extension_protocol_options: Option<serde_json::Map<String, Value>>,
+    /// `envoy.transport_sockets.tls` with an `UpstreamTlsContext`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_socket: Option<TransportSocket>,
+    /// v2 spelling: an `UpstreamTlsContext` directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_context: Option<Value>,
 }
 
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
@@ -694,6 +718,8 @@ pub struct DirectResponse {
 pub struct DataSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline_string: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -757,4 +783,106 @@ pub struct UpgradeConfig {
     pub upgrade_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+// ---- TLS (envoy.transport_sockets.tls)
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamTlsContext {
+    #[serde(rename = "@type", default, skip_serializing_if = "Option::is_none")]
+    pub type_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_tls_context: Option<CommonTlsContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_client_certificate: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsContext {
+    #[serde(rename = "@type", default, skip_serializing_if = "Option::is_none")]
+    pub type_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_tls_context: Option<CommonTlsContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_renegotiation: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommonTlsContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_params: Option<TlsParameters>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_certificates: Vec<TlsCertificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_context: Option<CertificateValidationContext>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn_protocols: Vec<String>,
+}
+
+envoy_enum! {
+    pub enum TlsProtocol {
+        Auto = "TLS_AUTO",
+        V1_0 = "TLSv1_0",
+        V1_1 = "TLSv1_1",
+        V1_2 = "TLSv1_2",
+        V1_3 = "TLSv1_3",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_minimum_protocol_version: Option<TlsProtocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_maximum_protocol_version: Option<TlsProtocol>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecdh_curves: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_chain: Option<DataSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<DataSource>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateValidationContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<DataSource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_subject_alt_names: Vec<StringMatcher>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_typed_subject_alt_names: Vec<SubjectAltNameMatcher>,
+    /// v2-era: exact SAN values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_subject_alt_name: Vec<String>,
+}
+
+envoy_enum! {
+    pub enum SanType {
+        Email = "EMAIL",
+        Dns = "DNS",
+        Uri = "URI",
+        IpAddress = "IP_ADDRESS",
+        OtherName = "OTHER_NAME",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectAltNameMatcher {
+    pub san_type: SanType,
+    pub matcher: StringMatcher,
 }

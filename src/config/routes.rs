@@ -172,7 +172,7 @@ fn path_match(m: &raw::RouteMatch, mpath: &str) -> Result<PathMatch, ConfigError
     Err(err(mpath, "give one of prefix, path, safe_regex or path_separated_prefix"))
 }
 
-fn string_match(m: &raw::StringMatcher, path: &str) -> Result<StringMatch, ConfigError> {
+pub(super) fn string_match(m: &raw::StringMatcher, path: &str) -> Result<StringMatch, ConfigError> {
     let ignore_case = m.ignore_case.unwrap_or(false);
     let given =
         [m.exact.is_some(), m.prefix.is_some(), m.suffix.is_some(), m.contains.is_some(), m.safe_regex.is_some()];
@@ -273,6 +273,9 @@ fn direct_response(d: &raw::DirectResponse, path: &str) -> Result<RouteActionCon
         .ok()
         .filter(|s| (200..600).contains(s))
         .ok_or_else(|| err(format!("{path}.status"), "must be in 200..=599"))?;
+    if d.body.as_ref().is_some_and(|b| b.filename.is_some()) {
+        return Err(err(format!("{path}.body.filename"), "not supported for direct responses; use inline_string"));
+    }
     let body = d.body.as_ref().and_then(|b| b.inline_string.clone()).unwrap_or_default();
     if body.len() > 4096 {
         return Err(err(format!("{path}.body"), "is larger than 4096 bytes"));

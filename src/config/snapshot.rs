@@ -67,6 +67,8 @@ pub struct FilterChainConfig {
     pub name: String,
     /// The terminal network filter; the chain's only filter for now.
     pub terminal: NetworkFilter,
+    /// The chain terminates TLS (`DownstreamTlsContext`).
+    pub tls: Option<std::sync::Arc<crate::tls::ServerContext>>,
 }
 
 #[derive(Debug, Clone)]
@@ -384,6 +386,8 @@ pub struct ClusterConfig {
     /// For STRICT_DNS: what to resolve, and how often.
     pub dns: Option<DnsConfig>,
     pub http: UpstreamHttpConfig,
+    /// Connections to the hosts speak TLS (`UpstreamTlsContext`).
+    pub tls: Option<std::sync::Arc<crate::tls::ClientContext>>,
 }
 
 /// Limits on a cluster's pooled HTTP connections.

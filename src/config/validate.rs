@@ -147,6 +147,14 @@ fn validate_listener(
         ));
     }
     let terminal = validate_network_filter(&mut chain.filters[0], &format!("{chain_path}.filters[0]"), clusters)?;
+    let tls = super::tls::downstream(chain.transport_socket.as_ref(), chain.tls_context.as_ref(), &chain_path)?;
+    if tls.is_some() && matches!(terminal, NetworkFilter::HttpConnectionManager(_)) {
+        let field = if chain.tls_context.is_some() { "tls_context" } else { "transport_socket" };
+        return Err(err(
+            format!("{chain_path}.{field}"),
+            "TLS under http_connection_manager is not supported yet; it works under tcp_proxy",
+        ));
+    }
     let buffer_limit = l.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize);
     if buffer_limit == 0 {
         return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));
@@ -164,7 +172,7 @@ fn validate_listener(
         buffer_limit,
         backlog,
         ipv6_only,
-        filter_chain: FilterChainConfig { name: chain.name.clone().unwrap_or_default(), terminal },
+        filter_chain: FilterChainConfig { name: chain.name.clone().unwrap_or_default(), terminal, tls },
     })
 }
 
@@ -586,7 +594,8 @@ fn validate_cluster(c: &mut raw::Cluster, path: &str) -> Result<ClusterConfig, C
         return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));
     }
     let http = upstream_http(c, path)?;
-    Ok(ClusterConfig { name: c.name.clone(), kind, connect_timeout, lb, buffer_limit, endpoints, dns, http })
+    let tls = super::tls::upstream(c.transport_socket.as_ref(), c.tls_context.as_ref(), path)?;
+    Ok(ClusterConfig { name: c.name.clone(), kind, connect_timeout, lb, buffer_limit, endpoints, dns, http, tls })
 }
 
 fn port_of(sa: &raw::SocketAddress, path: &str) -> Result<u16, ConfigError> {

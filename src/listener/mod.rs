@@ -102,6 +102,8 @@ pub struct ListenerRt {
     pub config: ListenerConfig,
     pub stats: ListenerStats,
     pub terminal: Terminal,
+    /// `listener.<addr>.ssl.*`, for a chain that terminates TLS.
+    pub tls_stats: Option<crate::tls::TlsStats>,
 }
 
 pub enum Terminal {
@@ -117,7 +119,17 @@ impl ListenerRt {
                 Terminal::Http(Box::new(HttpConnectionManager::new(hcm, shard, seed)))
             }
         };
-        ListenerRt { config: config.clone(), stats: ListenerStats::new(shard, &config.stat_name, worker), terminal }
+        let tls_stats = config
+            .filter_chain
+            .tls
+            .as_ref()
+            .map(|_| crate::tls::TlsStats::new(shard, |stat| StatKey::listener(&config.stat_name, stat)));
+        ListenerRt {
+            config: config.clone(),
+            stats: ListenerStats::new(shard, &config.stat_name, worker),
+            terminal,
+            tls_stats,
+        }
     }
 }
 
@@ -167,7 +179,8 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
                     match &l.terminal {
                         // A TCP connection lives on the tables it started with.
                         Terminal::TcpProxy(tp) => {
-                            tp.serve(stream, &tables.clusters, worker.relay, l.config.buffer_limit).await;
+                            let tls = l.config.filter_chain.tls.as_deref().zip(l.tls_stats.as_ref());
+                            tp.serve(stream, tls, &tables.clusters, worker.relay, l.config.buffer_limit).await;
                         }
                         // An HTTP connection takes fresh tables per request;
                         // holding these would keep an old snapshot (and its

@@ -14,7 +14,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::io::Splitable;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
 use crate::config::{ClusterId, TcpProxyConfig, TcpRoute};
@@ -105,9 +105,39 @@ impl TcpProxy {
         }
     }
 
-    /// Serves one downstream connection to its end.
-    pub async fn serve(&self, downstream: TcpStream, clusters: &ClusterManager, relay: RelayMode, buffer_limit: usize) {
+    /// Serves one downstream connection to its end: the TLS handshake first
+    /// when the filter chain terminates TLS.
+    pub async fn serve(
+        &self,
+        downstream: TcpStream,
+        tls: Option<(&crate::tls::ServerContext, &crate::tls::TlsStats)>,
+        clusters: &ClusterManager,
+        relay: RelayMode,
+        buffer_limit: usize,
+    ) {
         self.stats.downstream_cx_total.inc();
+        let downstream = match tls {
+            None => Down::Plain(downstream),
+            Some((ctx, stats)) => {
+                bound_socket_buffers(&downstream, buffer_limit);
+                let acceptor = monoio_rustls::TlsAcceptor::from(ctx.config.clone());
+                match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(downstream)).await {
+                    Ok(Ok(s)) => {
+                        stats.handshake.inc();
+                        Down::Tls(Box::new(s))
+                    }
+                    Ok(Err(e)) => {
+                        stats.count_failure(&e);
+                        tracing::debug!("downstream TLS handshake failed: {e:?}");
+                        return;
+                    }
+                    Err(_) => {
+                        stats.connection_error.inc();
+                        return;
+                    }
+                }
+            }
+        };
         let Some(cluster_id) = self.route() else {
             self.stats.downstream_cx_no_route.inc();
             return;
@@ -155,11 +185,40 @@ impl TcpProxy {
         cs.upstream_cx_active.inc();
         host.stats.cx_active.inc();
         let limit = buffer_limit.min(cluster.buffer_limit);
-        bound_socket_buffers(&downstream, limit);
+        if let Down::Plain(d) = &downstream {
+            bound_socket_buffers(d, limit);
+        }
         bound_socket_buffers(&upstream, limit);
-        let result = self
-            .relay(downstream, upstream, relay, limit, &cs.upstream_cx_tx_bytes_total, &cs.upstream_cx_rx_bytes_total)
-            .await;
+        let upstream = match &cluster.tls {
+            None => Some(Up::Plain(upstream)),
+            Some((ctx, stats)) => {
+                let connector = monoio_rustls::TlsConnector::from(ctx.config.clone());
+                let name = ctx.server_name(host.addr.ip());
+                match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, connector.connect(name, upstream)).await {
+                    Ok(Ok(s)) => {
+                        stats.handshake.inc();
+                        Some(Up::Tls(Box::new(s)))
+                    }
+                    Ok(Err(e)) => {
+                        stats.count_failure(&e);
+                        tracing::debug!(cluster = %cluster.name, "upstream TLS handshake failed: {e:?}");
+                        None
+                    }
+                    Err(_) => {
+                        stats.connection_error.inc();
+                        None
+                    }
+                }
+            }
+        };
+        let counters = (&cs.upstream_cx_tx_bytes_total, &cs.upstream_cx_rx_bytes_total);
+        let result = match (downstream, upstream) {
+            (_, None) => Err(RelayEnd::Io(io::ErrorKind::ConnectionAborted.into())),
+            (Down::Plain(d), Some(Up::Plain(u))) => self.relay(d, u, relay, limit, counters.0, counters.1).await,
+            (Down::Plain(d), Some(Up::Tls(u))) => self.relay_copy(d, *u, limit, counters).await,
+            (Down::Tls(d), Some(Up::Plain(u))) => self.relay_copy(*d, u, limit, counters).await,
+            (Down::Tls(d), Some(Up::Tls(u))) => self.relay_copy(*d, *u, limit, counters).await,
+        };
         match result {
             Ok((to_upstream, _)) => {
                 if to_upstream.flushed_after_close {
@@ -172,6 +231,36 @@ impl TcpProxy {
         cs.upstream_cx_destroy.inc();
         cs.upstream_cx_active.dec();
         host.stats.cx_active.dec();
+    }
+
+    /// The buffered relay between any two streams (TLS on either side).
+    async fn relay_copy<D, U>(
+        &self,
+        downstream: D,
+        upstream: U,
+        limit: usize,
+        (up_tx, up_rx): (&Counter, &Counter),
+    ) -> Result<(PumpEnd, PumpEnd), RelayEnd>
+    where
+        D: monoio::io::Split + AsyncReadRent + AsyncWriteRent,
+        U: monoio::io::Split + AsyncReadRent + AsyncWriteRent,
+    {
+        let last_activity = Cell::new(Instant::now());
+        let tx = |n: u64| {
+            up_tx.add(n);
+            self.stats.downstream_cx_rx_bytes_total.add(n);
+        };
+        let rx = |n: u64| {
+            up_rx.add(n);
+            self.stats.downstream_cx_tx_bytes_total.add(n);
+        };
+        // TLS records are at most 16 KiB; a few records per read is plenty.
+        let buffer = limit.clamp(16 * 1024, 64 * 1024);
+        let (mut dr, mut dw) = downstream.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let a = copy::pump(&mut dr, &mut uw, buffer, &last_activity, &tx);
+        let b = copy::pump(&mut ur, &mut dw, buffer, &last_activity, &rx);
+        drive(a, b, self.config.idle_timeout, &last_activity).await
     }
 
     async fn relay(
@@ -214,6 +303,18 @@ impl TcpProxy {
         let b = copy::pump(&mut ur, &mut dw, limit, &last_activity, &rx);
         drive(a, b, idle, &last_activity).await
     }
+}
+
+/// The client's side of a proxied connection.
+enum Down {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ServerTlsStream<TcpStream>>),
+}
+
+/// The upstream side.
+enum Up {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
 }
 
 /// Relays bytes both ways between two connections through user-space

@@ -47,7 +47,12 @@ impl ClusterManager {
                     })
                     .collect();
                 let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
+                let tls = c.tls.clone().map(|ctx| {
+                    let stats = crate::tls::TlsStats::new(shard, |stat| StatKey::cluster(&c.name, stat));
+                    (ctx, stats)
+                });
                 Rc::new(Cluster {
+                    tls,
                     name: c.name.clone(),
                     connect_timeout: c.connect_timeout,
                     buffer_limit: c.buffer_limit,
@@ -78,6 +83,8 @@ impl ClusterManager {
 
 pub struct Cluster {
     pub name: String,
+    /// Connections to the hosts speak TLS, with these settings and stats.
+    pub tls: Option<(Arc<crate::tls::ClientContext>, crate::tls::TlsStats)>,
     pub connect_timeout: Duration,
     pub buffer_limit: usize,
     pub hosts: Vec<Host>,
