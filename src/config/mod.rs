@@ -7,8 +7,8 @@
 pub mod dns;
 pub mod raw;
 mod routes;
-mod tls;
 pub mod snapshot;
+mod tls;
 mod types;
 pub mod validate;
 

@@ -116,6 +116,8 @@ pub struct FilterChain {
     /// v2 spelling: a `DownstreamTlsContext` directly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_socket_connect_timeout: Option<PbDuration>,
 }
 
 /// A `transport_socket`: its settings are decoded once the name or `@type`

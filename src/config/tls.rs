@@ -4,6 +4,7 @@
 //! the field that names it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
@@ -59,12 +60,17 @@ fn tls_settings<'a>(
                 (Some(v), None) => (v.clone(), format!("{tpath}.typed_config")),
                 (None, Some(v)) => (v.clone(), format!("{tpath}.config")),
                 (None, None) => return Err(err(format!("{tpath}.typed_config"), "missing: give the TLS context")),
-                (Some(_), Some(_)) => return Err(err(format!("{tpath}.config"), "give typed_config or config, not both")),
+                (Some(_), Some(_)) => {
+                    return Err(err(format!("{tpath}.config"), "give typed_config or config, not both"));
+                }
             };
             if let Some(t) = settings.get("@type").and_then(Value::as_str)
                 && !types.contains(&t)
             {
-                return Err(err(format!("{spath}.@type"), format!("`{t}` is not expected here; expected {}", types[0])));
+                return Err(err(
+                    format!("{spath}.@type"),
+                    format!("`{t}` is not expected here; expected {}", types[0]),
+                ));
             }
             Ok(Some((settings, spath)))
         }
@@ -76,6 +82,7 @@ pub(super) fn downstream(
     socket: Option<&raw::TransportSocket>,
     v2: Option<&Value>,
     path: &str,
+    handshake_timeout: Duration,
 ) -> Result<Option<Arc<ServerContext>>, ConfigError> {
     let Some((settings, path)) = tls_settings(socket, v2, path, DOWNSTREAM_TYPES)? else { return Ok(None) };
     let ctx: raw::DownstreamTlsContext = decode(settings, &path)?;
@@ -86,7 +93,8 @@ pub(super) fn downstream(
     if common.tls_certificates.is_empty() {
         return Err(err(format!("{cpath}.tls_certificates"), "a TLS listener needs at least one certificate"));
     }
-    let (keys, certificates) = certified_keys(&common.tls_certificates, &format!("{cpath}.tls_certificates"), &provider)?;
+    let (keys, certificates) =
+        certified_keys(&common.tls_certificates, &format!("{cpath}.tls_certificates"), &provider)?;
     let require = ctx.require_client_certificate.unwrap_or(false);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
@@ -113,7 +121,12 @@ pub(super) fn downstream(
     };
     let mut config = builder.with_cert_resolver(Arc::new(CertChooser::new(keys)));
     config.alpn_protocols = alpn(&common, &cpath)?;
-    Ok(Some(Arc::new(ServerContext { config: Arc::new(config), certificates, require_client_certificate: require })))
+    Ok(Some(Arc::new(ServerContext {
+        config: Arc::new(config),
+        handshake_timeout,
+        certificates,
+        require_client_certificate: require,
+    })))
 }
 
 /// A cluster's `UpstreamTlsContext`, if it has one.
@@ -336,7 +349,9 @@ fn provider(common: &raw::CommonTlsContext, path: &str) -> Result<Arc<CryptoProv
             let Some(suite) = tls12_suite(name.trim()) else {
                 return Err(err(
                     format!("{path}.tls_params.cipher_suites[{i}]"),
-                    format!("`{name}` is not a cipher suite rustls implements; expected ECDHE with AES-GCM or CHACHA20-POLY1305"),
+                    format!(
+                        "`{name}` is not a cipher suite rustls implements; expected ECDHE with AES-GCM or CHACHA20-POLY1305"
+                    ),
                 ));
             };
             if let Some(s) = provider.cipher_suites.iter().find(|s| s.suite() == suite)

@@ -147,7 +147,17 @@ fn validate_listener(
         ));
     }
     let terminal = validate_network_filter(&mut chain.filters[0], &format!("{chain_path}.filters[0]"), clusters)?;
-    let tls = super::tls::downstream(chain.transport_socket.as_ref(), chain.tls_context.as_ref(), &chain_path)?;
+    let handshake_timeout = match chain.transport_socket_connect_timeout {
+        Some(d) if d.0.is_zero() => Duration::from_secs(86_400),
+        Some(d) => d.0,
+        None => crate::tls::HANDSHAKE_TIMEOUT,
+    };
+    let tls = super::tls::downstream(
+        chain.transport_socket.as_ref(),
+        chain.tls_context.as_ref(),
+        &chain_path,
+        handshake_timeout,
+    )?;
     if tls.is_some() && matches!(terminal, NetworkFilter::HttpConnectionManager(_)) {
         let field = if chain.tls_context.is_some() { "tls_context" } else { "transport_socket" };
         return Err(err(

@@ -121,7 +121,7 @@ impl TcpProxy {
             Some((ctx, stats)) => {
                 bound_socket_buffers(&downstream, buffer_limit);
                 let acceptor = monoio_rustls::TlsAcceptor::from(ctx.config.clone());
-                match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(downstream)).await {
+                match monoio::time::timeout(ctx.handshake_timeout, acceptor.accept(downstream)).await {
                     Ok(Ok(s)) => {
                         stats.handshake.inc();
                         Down::Tls(Box::new(s))

@@ -22,9 +22,9 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use crate::config::StringMatch;
 use crate::stats::{Counter, Shard, StatKey};
 
-/// How long a TLS handshake may take before the connection is closed
-/// (Envoy's `transport_socket_connect_timeout` is unset by default; ringway
-/// bounds every wait).
+/// How long a TLS handshake may take by default (Envoy leaves
+/// `transport_socket_connect_timeout` unset; ringway bounds every wait).
+/// Upstream handshakes always use this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A certificate and key as loaded, for `/certs` and `/config_dump`.
@@ -42,6 +42,9 @@ pub struct CertInfo {
 #[derive(Clone)]
 pub struct ServerContext {
     pub config: Arc<rustls::ServerConfig>,
+    /// The filter chain's `transport_socket_connect_timeout`: a handshake
+    /// not done by then is closed and counted in `ssl.connection_error`.
+    pub handshake_timeout: Duration,
     pub certificates: Vec<CertInfo>,
     pub require_client_certificate: bool,
 }
