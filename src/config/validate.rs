@@ -158,13 +158,6 @@ fn validate_listener(
         &chain_path,
         handshake_timeout,
     )?;
-    if tls.is_some() && matches!(terminal, NetworkFilter::HttpConnectionManager(_)) {
-        let field = if chain.tls_context.is_some() { "tls_context" } else { "transport_socket" };
-        return Err(err(
-            format!("{chain_path}.{field}"),
-            "TLS under http_connection_manager is not supported yet; it works under tcp_proxy",
-        ));
-    }
     let buffer_limit = l.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize);
     if buffer_limit == 0 {
         return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));

@@ -18,6 +18,8 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use crate::tls::Conn;
+
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
 use super::router::RequestView;
@@ -49,6 +51,7 @@ pub struct HttpStats {
     pub downstream_cx_total: Counter,
     pub downstream_cx_active: Gauge,
     pub downstream_cx_http1_total: Counter,
+    pub downstream_cx_ssl_total: Counter,
     pub downstream_cx_protocol_error: Counter,
     pub downstream_rq_total: Counter,
     pub downstream_rq_active: Gauge,
@@ -82,6 +85,7 @@ impl HttpStats {
             downstream_cx_total: c("downstream_cx_total"),
             downstream_cx_active: shard.gauge(key("downstream_cx_active")),
             downstream_cx_http1_total: c("downstream_cx_http1_total"),
+            downstream_cx_ssl_total: c("downstream_cx_ssl_total"),
             downstream_cx_protocol_error: c("downstream_cx_protocol_error"),
             downstream_rq_total: c("downstream_rq_total"),
             downstream_rq_active: shard.gauge(key("downstream_rq_active")),
@@ -114,19 +118,47 @@ impl HttpStats {
 /// errs or idles out. Each request is handled with the tables current when
 /// its head arrives, so reloads and DNS changes reach keep-alive
 /// connections too; once the server drains, the next response closes it.
-pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index: usize) {
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usize) {
     let first_tables = worker.tables();
     let Some(first) = manager(&first_tables, index) else { return };
+    let Some(listener) = first_tables.listeners.get(index) else { return };
     let cx_stats = (first.stats.downstream_cx_active.clone(), first.stats.downstream_cx_total.clone());
+    let local = if first.needs_local_address { tcp.local_addr().ok() } else { None };
+    // A TLS filter chain: the handshake comes first.
+    let mut down = match (&listener.config.filter_chain.tls, &listener.tls_stats) {
+        (Some(ctx), Some(tls_stats)) => {
+            use std::os::fd::AsRawFd;
+            let fd = tcp.as_raw_fd();
+            let acceptor = monoio_rustls::TlsAcceptor::from(ctx.config.clone());
+            match monoio::time::timeout(ctx.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    tls_stats.handshake.inc();
+                    first.stats.downstream_cx_ssl_total.inc();
+                    Conn::server(tls, fd)
+                }
+                Ok(Err(e)) => {
+                    tls_stats.count_failure(&e);
+                    return;
+                }
+                Err(_) => {
+                    tls_stats.connection_error.inc();
+                    return;
+                }
+            }
+        }
+        _ => Conn::Plain(tcp),
+    };
     first.stats.downstream_cx_http1_total.inc();
     cx_stats.1.inc();
     cx_stats.0.inc();
+    let scheme = if down.is_tls() { "https" } else { "http" };
     drop(first_tables);
     let mut conn = ConnInfo {
         peer,
         relay: worker.relay,
         client: peer,
-        local: None,
+        local,
+        scheme,
         request_started: Instant::now(),
         id: next_connection_id(worker.index),
     };
@@ -151,9 +183,6 @@ pub async fn serve(mut down: TcpStream, peer: SocketAddr, worker: &Worker, index
         let tables = worker.tables();
         let Some(hcm) = manager(&tables, index) else { break };
         let stats = &hcm.stats;
-        if hcm.needs_local_address && conn.local.is_none() {
-            conn.local = down.local_addr().ok();
-        }
         let (head, head_len) = match read {
             HeadRead::Head(h, n) => (h, n),
             HeadRead::Closed => break,
@@ -222,6 +251,8 @@ struct ConnInfo {
     peer: SocketAddr,
     /// Whether bodies may be spliced (`RINGWAY_RELAY=copy` says no).
     relay: RelayMode,
+    /// `https` on a TLS connection, else `http`.
+    scheme: &'static str,
     /// The client of the request in flight as `xff_num_trusted_hops` and
     /// `use_remote_address` define it (Envoy's downstream remote address).
     client: SocketAddr,
@@ -247,10 +278,38 @@ fn next_connection_id(worker: usize) -> u64 {
     })
 }
 
+/// The client side of TLS to an upstream, counted in `cluster.<name>.ssl.*`;
+/// `None` when the handshake fails or times out.
+async fn origin_tls(
+    tcp: TcpStream,
+    ip: std::net::IpAddr,
+    ctx: &crate::tls::ClientContext,
+    stats: &crate::tls::TlsStats,
+) -> Option<Conn> {
+    use std::os::fd::AsRawFd;
+    let fd = tcp.as_raw_fd();
+    let connector = monoio_rustls::TlsConnector::from(ctx.config.clone());
+    match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, connector.connect(ctx.server_name(ip), tcp)).await {
+        Ok(Ok(tls)) => {
+            stats.handshake.inc();
+            Some(Conn::client(tls, fd))
+        }
+        Ok(Err(e)) => {
+            stats.count_failure(&e);
+            tracing::debug!("upstream TLS handshake failed: {e:?}");
+            None
+        }
+        Err(_) => {
+            stats.connection_error.inc();
+            None
+        }
+    }
+}
+
 /// Relays an upgraded connection's bytes both ways until both sides close,
 /// either fails, or nothing moves for the idle timeout. `early` holds what
 /// the client sent after its request head, already meant for the upstream.
-async fn tunnel(down: TcpStream, early: Vec<u8>, up: Upgraded) {
+async fn tunnel(down: Conn, early: Vec<u8>, up: Upgraded) {
     let (mut stream, guard) = up.conn.into_parts();
     if !early.is_empty() {
         let (r, _) = write_all(&mut stream, early, up.idle).await;
@@ -613,7 +672,7 @@ enum IoFail {
     Io(io::Error),
 }
 
-async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>, limit: Duration) -> (Result<usize, IoFail>, Vec<u8>) {
+async fn read_more(s: &mut Conn, mut buf: Vec<u8>, limit: Duration) -> (Result<usize, IoFail>, Vec<u8>) {
     // Grow only when little room is left, so a connection's buffer is
     // allocated once and reused.
     if buf.capacity() - buf.len() < READ_CHUNK / 8 {
@@ -628,7 +687,7 @@ async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>, limit: Duration) -> (Res
     }
 }
 
-async fn write_all<B: IoBuf + 'static>(s: &mut TcpStream, data: B, limit: Duration) -> (Result<(), IoFail>, Option<B>) {
+async fn write_all<B: IoBuf + 'static>(s: &mut Conn, data: B, limit: Duration) -> (Result<(), IoFail>, Option<B>) {
     match monoio::time::timeout(limit, s.write_all(data)).await {
         Ok((Ok(_), b)) => (Ok(()), Some(b)),
         Ok((Err(e), b)) => (Err(IoFail::Io(e)), Some(b)),
@@ -639,7 +698,7 @@ async fn write_all<B: IoBuf + 'static>(s: &mut TcpStream, data: B, limit: Durati
 /// Writes `buf[range]` and hands `buf` back (or an empty one if the write
 /// was cancelled by its timeout).
 async fn write_range(
-    s: &mut TcpStream,
+    s: &mut Conn,
     buf: Vec<u8>,
     range: std::ops::Range<usize>,
     limit: Duration,
@@ -683,7 +742,7 @@ impl HttpConnectionManager {
 
     async fn handle<'a>(
         &'a self,
-        down: &mut TcpStream,
+        down: &mut Conn,
         buf: &mut Vec<u8>,
         head: &RequestHead,
         conn: &ConnInfo,
@@ -789,7 +848,7 @@ impl HttpConnectionManager {
             method: &head.method,
             target: &head.target,
             protocol,
-            scheme: "http",
+            scheme: conn.scheme,
             request_headers: &head.headers,
             request_id: f.request_id.as_ref().map(RequestId::as_str),
             response_headers: &f.response_headers,
@@ -872,7 +931,7 @@ impl HttpConnectionManager {
 
     async fn redirect_reply(
         &self,
-        down: &mut TcpStream,
+        down: &mut Conn,
         status: u16,
         location: &str,
         keep_alive: bool,
@@ -892,13 +951,13 @@ impl HttpConnectionManager {
     }
 
     /// A response ringway writes itself (direct responses, errors).
-    async fn local_reply(&self, down: &mut TcpStream, status: u16, body: &str, keep_alive: bool) -> bool {
+    async fn local_reply(&self, down: &mut Conn, status: u16, body: &str, keep_alive: bool) -> bool {
         self.local_reply_head_aware(down, status, body, keep_alive, "GET").await
     }
 
     async fn local_reply_head_aware(
         &self,
-        down: &mut TcpStream,
+        down: &mut Conn,
         status: u16,
         body: &str,
         keep_alive: bool,
@@ -911,7 +970,7 @@ impl HttpConnectionManager {
     /// `response_headers_to_add` (a direct response) or none (errors).
     async fn direct_reply(
         &self,
-        down: &mut TcpStream,
+        down: &mut Conn,
         status: u16,
         body: &str,
         keep_alive: bool,
@@ -939,7 +998,7 @@ impl HttpConnectionManager {
     /// policy allows, and streams the response back.
     async fn proxy<'a>(
         &self,
-        down: &mut TcpStream,
+        down: &mut Conn,
         buf: &mut Vec<u8>,
         ex: &Exchange<'_>,
         cluster: &'a Cluster,
@@ -1190,7 +1249,7 @@ impl HttpConnectionManager {
     #[allow(clippy::too_many_arguments)]
     async fn attempt<'c>(
         &self,
-        down: &mut TcpStream,
+        down: &mut Conn,
         buf: &mut Vec<u8>,
         ex: &Exchange<'_>,
         cluster: &'c Cluster,
@@ -1317,9 +1376,25 @@ impl HttpConnectionManager {
         cs.upstream_cx_http1_total.inc();
         host.stats.cx_total.inc();
         let connected = connect(host.addr, cluster.connect_timeout).await;
+        let connected = match (connected, &cluster.tls) {
+            (Ok(tcp), Some((ctx, tls_stats))) => {
+                let stream = origin_tls(tcp, host.addr.ip(), ctx, tls_stats).await;
+                cs.upstream_rq_pending_active.dec();
+                return match stream {
+                    Some(s) => Ok(UpstreamConn::new(s, cs, host)),
+                    None => {
+                        cs.upstream_cx_connect_fail.inc();
+                        cs.upstream_rq_pending_failure_eject.inc();
+                        host.stats.cx_connect_fail.inc();
+                        Err(UpstreamFailure::Connect)
+                    }
+                };
+            }
+            (other, _) => other,
+        };
         cs.upstream_rq_pending_active.dec();
         match connected {
-            Ok(c) => Ok(UpstreamConn::new(c, cs, host)),
+            Ok(c) => Ok(UpstreamConn::new(Conn::Plain(c), cs, host)),
             Err(e) => {
                 if e.is_timeout() {
                     cs.upstream_cx_connect_timeout.inc();
@@ -1335,7 +1410,7 @@ impl HttpConnectionManager {
     /// Answers a failed upstream exchange the way Envoy does.
     async fn fail<'a>(
         &self,
-        down: &mut TcpStream,
+        down: &mut Conn,
         cluster: &Cluster,
         f: UpstreamFailure,
         keep_alive: bool,
@@ -1423,7 +1498,7 @@ impl HttpConnectionManager {
             out.extend_from_slice(b"\r\n");
         }
         if !has_xfp {
-            push_header(out, b"x-forwarded-proto", b"http");
+            push_header(out, b"x-forwarded-proto", ex.conn.scheme.as_bytes());
         }
         if let (false, Some(id)) = (has_request_id, ex.request_id) {
             push_header(out, b"x-request-id", id.as_bytes());
@@ -1492,8 +1567,8 @@ impl HttpConnectionManager {
     /// On return, `buf` holds only bytes after the body.
     async fn forward_request_body(
         &self,
-        down: &mut TcpStream,
-        up: &mut TcpStream,
+        down: &mut Conn,
+        up: &mut Conn,
         buf: &mut Vec<u8>,
         body: &mut RequestBody,
         idle: Duration,
@@ -1559,8 +1634,8 @@ const SPLICE_MIN: u64 = 128 * 1024;
 /// past the body.
 #[allow(clippy::too_many_arguments)]
 async fn splice_response_body(
-    up: &mut TcpStream,
-    down: &mut TcpStream,
+    up_conn: &mut Conn,
+    down_conn: &mut Conn,
     ubuf: &mut Vec<u8>,
     len: u64,
     pipe_size: usize,
@@ -1571,20 +1646,25 @@ async fn splice_response_body(
     let mut left = len;
     if !ubuf.is_empty() {
         let n = (ubuf.len() as u64).min(left) as usize;
-        let (r, b) = write_range(down, std::mem::take(ubuf), 0..n, idle).await;
+        let (r, b) = write_range(down_conn, std::mem::take(ubuf), 0..n, idle).await;
         *ubuf = b;
         r.map_err(|_| BodyCut::Downstream)?;
         ubuf.drain(..n.min(ubuf.len()));
         *sent += n as u64;
         left -= n as u64;
     }
-    let setup = (|| -> io::Result<_> {
-        let pipe = splice::take_pipe(pipe_size)?;
-        Ok((pipe, NonBlocking::set(up)?, NonBlocking::set(down)?))
-    })();
-    let Ok((pipe, up_guard, down_guard)) = setup else {
+    // Splice needs both ends to be plain sockets.
+    let setup = match (up_conn.plain(), down_conn.plain()) {
+        (Some(up), Some(down)) => (|| -> io::Result<_> {
+            let pipe = splice::take_pipe(pipe_size)?;
+            Ok((pipe, NonBlocking::set(up)?, NonBlocking::set(down)?, up, down))
+        })()
+        .ok(),
+        _ => None,
+    };
+    let Some((pipe, up_guard, down_guard, up, down)) = setup else {
         let framing = ResponseFraming::Length(left);
-        return forward_response_body(up, down, ubuf, framing, idle, wait, sent).await;
+        return forward_response_body(up_conn, down_conn, ubuf, framing, idle, wait, sent).await;
     };
     let result = splice::pump_exact(up, down, &pipe, left, wait, &mut |n| *sent += n).await;
     drop((up_guard, down_guard));
@@ -1600,8 +1680,8 @@ async fn splice_response_body(
 }
 
 async fn forward_response_body(
-    up: &mut TcpStream,
-    down: &mut TcpStream,
+    up: &mut Conn,
+    down: &mut Conn,
     ubuf: &mut Vec<u8>,
     framing: ResponseFraming,
     idle: Duration,
@@ -1728,7 +1808,7 @@ struct HeadRules {
 /// Reads until `buf` holds a complete request head. Waiting for a request to
 /// start is idle time; once bytes arrive, the head must complete within
 /// `request_headers_timeout`.
-async fn read_head(rules: HeadRules, down: &mut TcpStream, buf: &mut Vec<u8>) -> HeadRead {
+async fn read_head(rules: HeadRules, down: &mut Conn, buf: &mut Vec<u8>) -> HeadRead {
     let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + rules.request_headers_timeout);
     loop {
         match h1::parse_request_head(buf, &rules.limits) {
@@ -2025,7 +2105,7 @@ fn header_context<'a>(
         method: &head.method,
         target: &head.target,
         protocol: if head.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
-        scheme: "http",
+        scheme: conn.scheme,
         request_headers: &head.headers,
         request_id,
         response_headers,

@@ -321,7 +321,11 @@ enum Up {
 /// buffers of `buffer` bytes, until both directions end (half-closes are
 /// passed on), either fails, or nothing moves for `idle`. For upgraded HTTP
 /// connections, whose traffic is small messages rather than bulk.
-pub async fn tunnel(a: TcpStream, b: TcpStream, idle: Duration, buffer: usize) -> io::Result<()> {
+pub async fn tunnel<A, B>(a: A, b: B, idle: Duration, buffer: usize) -> io::Result<()>
+where
+    A: monoio::io::Split + AsyncReadRent + AsyncWriteRent,
+    B: monoio::io::Split + AsyncReadRent + AsyncWriteRent,
+{
     let last_activity = Cell::new(Instant::now());
     let buffer = buffer.clamp(4096, 64 * 1024);
     let (mut ar, mut aw) = a.into_split();

@@ -19,6 +19,10 @@ use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiC
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
 
+mod stream;
+
+pub use stream::Conn;
+
 use crate::config::StringMatch;
 use crate::stats::{Counter, Shard, StatKey};
 
@@ -370,14 +374,20 @@ impl TlsStats {
 
     /// Counts a failed handshake by its reason.
     pub fn count_failure(&self, e: &monoio_rustls::TlsError) {
-        let counter = match e {
-            monoio_rustls::TlsError::Rustls(Error::NoCertificatesPresented) => &self.fail_verify_no_cert,
-            monoio_rustls::TlsError::Rustls(Error::InvalidCertificate(
+        // rustls' own error, whether handed back directly or inside the
+        // io::Error the stream wraps it in.
+        let rustls_error = match e {
+            monoio_rustls::TlsError::Rustls(r) => Some(r),
+            monoio_rustls::TlsError::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<Error>()),
+        };
+        let counter = match rustls_error {
+            Some(Error::NoCertificatesPresented) => &self.fail_verify_no_cert,
+            Some(Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure
                 | CertificateError::NotValidForName
                 | CertificateError::NotValidForNameContext { .. },
             )) => &self.fail_verify_san,
-            monoio_rustls::TlsError::Rustls(Error::InvalidCertificate(_)) => &self.fail_verify_error,
+            Some(Error::InvalidCertificate(_)) => &self.fail_verify_error,
             _ => &self.connection_error,
         };
         counter.inc();

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use monoio::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::config::{ClusterId, Snapshot, UpstreamHttpConfig};
@@ -115,7 +114,7 @@ pub struct Host {
 /// `cx_active` for as long as it lives, pooled or in use, and in
 /// `upstream_cx_destroy` when it closes.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: crate::tls::Conn,
     /// Buffers that live as long as the connection, so a pooled connection
     /// carries a request without allocating: heads are written from
     /// `write_buf`, responses read into `read_buf`.
@@ -135,7 +134,7 @@ pub struct ConnGuard {
 }
 
 impl UpstreamConn {
-    pub fn new(stream: TcpStream, cluster: &ClusterStats, host: &Host) -> Self {
+    pub fn new(stream: crate::tls::Conn, cluster: &ClusterStats, host: &Host) -> Self {
         cluster.upstream_cx_active.inc();
         host.stats.cx_active.inc();
         let guard = ConnGuard {
@@ -161,7 +160,7 @@ impl UpstreamConn {
 
     /// The socket, and the guard that keeps it counted while it is used
     /// outside the pool (an upgraded tunnel).
-    pub fn into_parts(self) -> (TcpStream, ConnGuard) {
+    pub fn into_parts(self) -> (crate::tls::Conn, ConnGuard) {
         (self.stream, self.guard)
     }
 }
@@ -248,7 +247,7 @@ impl Host {
     }
 }
 
-fn still_open(conn: &TcpStream) -> bool {
+fn still_open(conn: &crate::tls::Conn) -> bool {
     use std::os::fd::AsRawFd;
     let mut byte = 0u8;
     // SAFETY: recv into one byte we own; MSG_PEEK leaves the stream as it is.

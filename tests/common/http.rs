@@ -226,7 +226,7 @@ pub fn exchange(s: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
     read_response(s)
 }
 
-pub fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+pub fn read_response(s: &mut impl Read) -> (u16, String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 65536];
     loop {

@@ -1,0 +1,147 @@
+//! HTTPS through the HTTP connection manager: TLS terminated on a listener,
+//! and originated to an HTTPS upstream, with certificates made here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test should fail loudly")]
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use common::http::*;
+use common::*;
+
+struct Pki {
+    ca_pem: String,
+    server_cert: String,
+    server_key: String,
+}
+
+/// A CA and a server certificate for `front.test` signed by it.
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["front.test".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    Pki { ca_pem: ca_cert.pem(), server_cert: cert.pem(), server_key: key.serialize_pem() }
+}
+
+/// YAML for an inline PEM block at `indent` spaces.
+fn inline(pem: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let body: String = pem.lines().map(|l| format!("{pad}  {l}\n")).collect();
+    format!("|\n{body}")
+}
+
+fn https_listener_yaml(app: std::net::SocketAddr, pki: &Pki) -> String {
+    let plain = http_yaml(
+        &[("app", app)],
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n",
+        "          use_remote_address: true",
+    );
+    let tls = format!(
+        r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [http/1.1]
+            tls_certificates:
+            - certificate_chain:
+                inline_string: {}
+              private_key:
+                inline_string: {}
+"#,
+        inline(&pki.server_cert, 16),
+        inline(&pki.server_key, 16)
+    );
+    // The chain's transport socket goes after its filters.
+    plain.replace("  clusters:\n", &format!("{tls}  clusters:\n"))
+}
+
+#[test]
+fn https_is_terminated_and_originated() {
+    let pki = pki();
+    let app = HttpUpstream::start();
+    // B: HTTPS in, plain HTTP to the app.
+    let b = start(&https_listener_yaml(app.addr, &pki), opts(1));
+    let b_addr = b.listener_addr("web").unwrap();
+
+    // A client with the CA trusts B.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(ringway::tls::parse_certs(pki.ca_pem.as_bytes()).unwrap());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("front.test").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(b_addr).unwrap());
+    tls.sock.set_read_timeout(Some(WAIT)).unwrap();
+    for _ in 0..2 {
+        tls.write_all(b"GET /x HTTP/1.1\r\nHost: front.test\r\n\r\n").unwrap();
+        let (status, head, body) = read_response(&mut tls);
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(status, 200, "{head}{body}");
+        // ringway says the client came over TLS.
+        assert!(body.contains("\nxfp=https\n"), "{body}");
+    }
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // Listener stats are named by the configured address (port 0 here).
+    assert_eq!(stat(&b, "listener.127.0.0.1_0.ssl.handshake"), 1);
+    assert_eq!(stat(&b, "http.ingress.downstream_cx_ssl_total"), 1);
+    drop(tls);
+
+    // A: plain HTTP in, HTTPS out to B (checked against the CA and the SNI).
+    let a_yaml = http_yaml(
+        &[("secure", b_addr)],
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: secure}\n",
+        "",
+    )
+    .replace(
+        "    connect_timeout: 0.5s\n",
+        &format!(
+            r#"    connect_timeout: 0.5s
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: front.test
+        common_tls_context:
+          validation_context:
+            trusted_ca:
+              inline_string: {}
+"#,
+            inline(&pki.ca_pem, 14)
+        ),
+    );
+    let a = start(&a_yaml, opts(1));
+    let mut s = connect(a.listener_addr("web").unwrap());
+    for _ in 0..3 {
+        let (status, head, body) = exchange(&mut s, b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(status, 200, "{head}{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8(body).unwrap().starts_with("GET /y\n"));
+    }
+    // One TLS connection to B, pooled and reused.
+    assert_eq!(stat(&a, "cluster.secure.ssl.handshake"), 1);
+    assert_eq!(stat(&a, "cluster.secure.upstream_cx_total"), 1);
+    drop(s);
+    stop(a);
+
+    // The wrong SNI: B's certificate does not match, nothing is sent.
+    let wrong = start(&a_yaml.replace("sni: front.test", "sni: other.test"), opts(1));
+    let mut s = connect(wrong.listener_addr("web").unwrap());
+    let (status, _, _) = exchange(&mut s, b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(status, 503);
+    assert_eq!(stat(&wrong, "cluster.secure.ssl.fail_verify_san"), 1);
+    drop(s);
+    stop(wrong);
+    stop(b);
+}
