@@ -145,3 +145,109 @@ fn https_is_terminated_and_originated() {
     stop(wrong);
     stop(b);
 }
+
+/// A certificate for `names` signed by a fresh CA; returns (CA, cert, key).
+fn cert_for(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn tls_client(ca_pem: &str, sni: &str, addr: std::net::SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(ringway::tls::parse_certs(ca_pem.as_bytes()).unwrap());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr)?);
+    tls.sock.set_read_timeout(Some(WAIT))?;
+    tls.write_all(b"hello")?;
+    let mut tag = [0u8; 1];
+    std::io::Read::read_exact(&mut tls, &mut tag)?;
+    Ok(tag.to_vec())
+}
+
+#[test]
+fn the_tls_inspector_picks_chains_by_sni_and_transport() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let (ups, tags): (Vec<Upstream>, Vec<&[u8]>) =
+        [&b"A"[..], b"B", b"C", b"P"].iter().map(|t| (Upstream::tagged(t), *t)).unzip();
+    let chain = |matcher: &str, up: &Upstream, cert: Option<(String, String)>| {
+        let tls = cert.map_or(String::new(), |(c, k)| {
+            format!(
+                r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain:
+                inline_string: {}
+              private_key:
+                inline_string: {}
+"#,
+                inline(&c, 16),
+                inline(&k, 16)
+            )
+        });
+        format!(
+            "    - filter_chain_match: {matcher}\n      filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: t\n          cluster: up{}\n{tls}",
+            up.addr.port()
+        )
+    };
+    let chains = [
+        chain("{server_names: [a.test]}", &ups[0], Some(cert_for(&issuer, &["a.test"]))),
+        chain("{server_names: [\"*.b.test\"]}", &ups[1], Some(cert_for(&issuer, &["x.b.test"]))),
+        chain("{transport_protocol: tls}", &ups[2], Some(cert_for(&issuer, &["other.test"]))),
+        chain("{transport_protocol: raw_buffer}", &ups[3], None),
+    ]
+    .concat();
+    let clusters: String = ups
+        .iter()
+        .map(|u| {
+            format!(
+                "  - name: up{p}\n    load_assignment:\n      cluster_name: up{p}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}\n",
+                p = u.addr.port()
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\nstatic_resources:\n  listeners:\n  - name: front\n    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n    listener_filters: [{{name: envoy.filters.listener.tls_inspector}}]\n    filter_chains:\n{chains}  - name: strict\n    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n    listener_filters: [{{name: envoy.filters.listener.tls_inspector}}]\n    listener_filters_timeout: 0.3s\n    filter_chains:\n{}  clusters:\n{clusters}",
+        chain("{server_names: [a.test]}", &ups[0], Some(cert_for(&issuer, &["a.test"])))
+    );
+    let server = start(&yaml, opts(1));
+    let front = server.listener_addr("front").unwrap();
+    assert_eq!(tls_client(&ca_pem, "a.test", front).unwrap(), tags[0]);
+    assert_eq!(tls_client(&ca_pem, "x.b.test", front).unwrap(), tags[1]);
+    assert_eq!(tls_client(&ca_pem, "other.test", front).unwrap(), tags[2]);
+    // Plaintext beside TLS on the same port.
+    let mut plain = connect(front);
+    plain.write_all(b"hi").unwrap();
+    let mut tag = [0u8; 1];
+    std::io::Read::read_exact(&mut plain, &mut tag).unwrap();
+    assert_eq!(&tag[..], tags[3]);
+    drop(plain);
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.handshake"), 3);
+
+    // No chain for this name: closed and counted.
+    let strict = server.listener_addr("strict").unwrap();
+    assert!(tls_client(&ca_pem, "z.test", strict).is_err());
+    wait_until("no match counted", || stat(&server, "listener.127.0.0.1_0.no_filter_chain_match") == 1);
+    // A client that sends nothing is let go after listener_filters_timeout.
+    let mut idle = connect(strict);
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut idle, &mut buf).unwrap_or(0), 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    stop(server);
+}

@@ -259,7 +259,7 @@ ACCESS_LOG
     }
 
     fn logs(s: &Snapshot) -> &[AccessLogConfig] {
-        match &s.listeners[0].filter_chain.terminal {
+        match &s.listeners[0].filter_chains[0].terminal {
             NetworkFilter::HttpConnectionManager(h) => &h.access_logs,
             NetworkFilter::TcpProxy(_) => panic!("not an HTTP listener"),
         }

@@ -68,10 +68,12 @@ impl LogFormat {
 /// reload, off the workers. An unopenable path is an error at its field.
 pub fn open_writers(snapshot: &Snapshot) -> Result<(), ConfigError> {
     for l in &snapshot.listeners {
-        if let NetworkFilter::HttpConnectionManager(hcm) = &l.filter_chain.terminal {
-            for a in &hcm.access_logs {
-                writer::writer(&a.path)
-                    .map_err(|e| ConfigError::new(a.field.clone(), format!("cannot open `{}`: {e}", a.path)))?;
+        for chain in &l.filter_chains {
+            if let NetworkFilter::HttpConnectionManager(hcm) = &chain.terminal {
+                for a in &hcm.access_logs {
+                    writer::writer(&a.path)
+                        .map_err(|e| ConfigError::new(a.field.clone(), format!("cannot open `{}`: {e}", a.path)))?;
+                }
             }
         }
     }

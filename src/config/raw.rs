@@ -97,6 +97,12 @@ pub struct Listener {
     pub address: Address,
     #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listener_filters: Vec<ListenerFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_filters_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_on_listener_filters_timeout: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_connection_buffer_limit_bytes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +114,8 @@ pub struct Listener {
 pub struct FilterChain {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_chain_match: Option<FilterChainMatch>,
     #[serde(default)]
     pub filters: Vec<Filter>,
     /// `envoy.transport_sockets.tls` with a `DownstreamTlsContext`.
@@ -118,6 +126,30 @@ pub struct FilterChain {
     pub tls_context: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport_socket_connect_timeout: Option<PbDuration>,
+}
+
+/// `listener_filters[]`: only the TLS inspector is known.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFilter {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChainMatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub application_protocols: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<u32>,
 }
 
 /// A `transport_socket`: its settings are decoded once the name or `@type`

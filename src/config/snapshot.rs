@@ -59,12 +59,21 @@ pub struct ListenerConfig {
     pub backlog: u32,
     /// IPv6 listeners refuse IPv4-mapped peers unless `ipv4_compat`.
     pub ipv6_only: bool,
-    pub filter_chain: FilterChainConfig,
+    /// Chosen per connection by `filter_chain_match` (`listener::choose_chain`).
+    pub filter_chains: Vec<FilterChainConfig>,
+    /// `envoy.filters.listener.tls_inspector`: read the ClientHello's SNI and
+    /// ALPN before choosing a chain.
+    pub tls_inspector: bool,
+    /// How long the inspector may wait for a ClientHello
+    /// (`listener_filters_timeout`, default 15 s) and what happens then.
+    pub inspect_timeout: std::time::Duration,
+    pub continue_on_inspect_timeout: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct FilterChainConfig {
     pub name: String,
+    pub matcher: ChainMatch,
     /// The terminal network filter; the chain's only filter for now.
     pub terminal: NetworkFilter,
     /// The chain terminates TLS (`DownstreamTlsContext`).
@@ -84,6 +93,17 @@ impl NetworkFilter {
             NetworkFilter::HttpConnectionManager(_) => "envoy.filters.network.http_connection_manager",
         }
     }
+}
+
+/// A filter chain's `filter_chain_match`; an empty field matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainMatch {
+    /// Lower-cased; `*.example.com` matches any name ending `.example.com`.
+    pub server_names: Vec<String>,
+    /// `Some(true)` for `tls`, `Some(false)` for `raw_buffer`.
+    pub tls: Option<bool>,
+    pub application_protocols: Vec<String>,
+    pub destination_port: Option<u16>,
 }
 
 /// `envoy.filters.network.http_connection_manager` with the router filter.

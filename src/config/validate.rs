@@ -119,6 +119,11 @@ pub fn validate(mut bootstrap: raw::Bootstrap, version: u64) -> Result<Snapshot,
     Ok(Snapshot { version, node, admin, listeners, clusters, overload, effective })
 }
 
+const TLS_INSPECTOR_NAMES: &[&str] = &["envoy.filters.listener.tls_inspector", "envoy.listener.tls_inspector"];
+const TLS_INSPECTOR_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+/// Envoy's default `listener_filters_timeout`.
+const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 fn validate_listener(
     l: &mut raw::Listener,
     path: &str,
@@ -129,35 +134,69 @@ fn validate_listener(
     if l.filter_chains.is_empty() {
         return Err(err(format!("{path}.filter_chains"), "a listener needs at least one filter chain"));
     }
-    if l.filter_chains.len() > 1 {
-        return Err(err(
-            format!("{path}.filter_chains[1]"),
-            "several filter chains need filter_chain_match, which is not supported yet; use one chain",
-        ));
+    let mut tls_inspector = false;
+    for (i, f) in l.listener_filters.iter().enumerate() {
+        let fpath = format!("{path}.listener_filters[{i}]");
+        let ty = f.typed_config.as_ref().or(f.config.as_ref()).and_then(|v| v.get("@type")).and_then(Value::as_str);
+        let known = match ty {
+            Some(t) => t == TLS_INSPECTOR_TYPE,
+            None => TLS_INSPECTOR_NAMES.contains(&f.name.as_str()),
+        };
+        if !known {
+            return Err(err(
+                format!("{fpath}.name"),
+                format!(
+                    "listener filter `{}` is not supported; expected envoy.filters.listener.tls_inspector",
+                    ty.unwrap_or(&f.name)
+                ),
+            ));
+        }
+        tls_inspector = true;
     }
-    let chain_path = format!("{path}.filter_chains[0]");
-    let chain = &mut l.filter_chains[0];
-    if chain.filters.is_empty() {
-        return Err(err(format!("{chain_path}.filters"), "a filter chain needs a terminal filter such as tcp_proxy"));
+    let mut filter_chains: Vec<FilterChainConfig> = Vec::new();
+    for (ci, chain) in l.filter_chains.iter_mut().enumerate() {
+        let chain_path = format!("{path}.filter_chains[{ci}]");
+        let matcher = chain_match(chain.filter_chain_match.as_ref(), &format!("{chain_path}.filter_chain_match"))?;
+        let inspects =
+            !matcher.server_names.is_empty() || matcher.tls.is_some() || !matcher.application_protocols.is_empty();
+        if inspects && !tls_inspector {
+            return Err(err(
+                format!("{chain_path}.filter_chain_match"),
+                "server_names, transport_protocol and application_protocols need listener_filters: [envoy.filters.listener.tls_inspector]",
+            ));
+        }
+        if let Some(j) = filter_chains.iter().position(|c| c.matcher == matcher) {
+            return Err(err(
+                format!("{chain_path}.filter_chain_match"),
+                format!("matches the same connections as filter_chains[{j}]"),
+            ));
+        }
+        if chain.filters.is_empty() {
+            return Err(err(
+                format!("{chain_path}.filters"),
+                "a filter chain needs a terminal filter such as tcp_proxy",
+            ));
+        }
+        if chain.filters.len() > 1 {
+            return Err(err(
+                format!("{chain_path}.filters[1]"),
+                "only one network filter (the terminal tcp_proxy or http_connection_manager) is supported per chain",
+            ));
+        }
+        let terminal = validate_network_filter(&mut chain.filters[0], &format!("{chain_path}.filters[0]"), clusters)?;
+        let handshake_timeout = match chain.transport_socket_connect_timeout {
+            Some(d) if d.0.is_zero() => Duration::from_secs(86_400),
+            Some(d) => d.0,
+            None => crate::tls::HANDSHAKE_TIMEOUT,
+        };
+        let tls = super::tls::downstream(
+            chain.transport_socket.as_ref(),
+            chain.tls_context.as_ref(),
+            &chain_path,
+            handshake_timeout,
+        )?;
+        filter_chains.push(FilterChainConfig { name: chain.name.clone().unwrap_or_default(), matcher, terminal, tls });
     }
-    if chain.filters.len() > 1 {
-        return Err(err(
-            format!("{chain_path}.filters[1]"),
-            "only one network filter (the terminal tcp_proxy or http_connection_manager) is supported per chain",
-        ));
-    }
-    let terminal = validate_network_filter(&mut chain.filters[0], &format!("{chain_path}.filters[0]"), clusters)?;
-    let handshake_timeout = match chain.transport_socket_connect_timeout {
-        Some(d) if d.0.is_zero() => Duration::from_secs(86_400),
-        Some(d) => d.0,
-        None => crate::tls::HANDSHAKE_TIMEOUT,
-    };
-    let tls = super::tls::downstream(
-        chain.transport_socket.as_ref(),
-        chain.tls_context.as_ref(),
-        &chain_path,
-        handshake_timeout,
-    )?;
     let buffer_limit = l.per_connection_buffer_limit_bytes.map_or(DEFAULT_BUFFER_LIMIT, |b| b as usize);
     if buffer_limit == 0 {
         return Err(err(format!("{path}.per_connection_buffer_limit_bytes"), "must be greater than 0"));
@@ -168,6 +207,11 @@ fn validate_listener(
         None => default_backlog(),
     };
     let ipv6_only = addr.is_ipv6() && !l.address.socket_address.ipv4_compat.unwrap_or(false);
+    let inspect_timeout = match l.listener_filters_timeout {
+        Some(d) if d.0.is_zero() => Duration::from_secs(86_400),
+        Some(d) => d.0,
+        None => DEFAULT_INSPECT_TIMEOUT,
+    };
     Ok(ListenerConfig {
         name,
         addr,
@@ -175,8 +219,48 @@ fn validate_listener(
         buffer_limit,
         backlog,
         ipv6_only,
-        filter_chain: FilterChainConfig { name: chain.name.clone().unwrap_or_default(), terminal, tls },
+        filter_chains,
+        tls_inspector,
+        inspect_timeout,
+        continue_on_inspect_timeout: l.continue_on_listener_filters_timeout.unwrap_or(false),
     })
+}
+
+fn chain_match(m: Option<&raw::FilterChainMatch>, path: &str) -> Result<ChainMatch, ConfigError> {
+    let Some(m) = m else { return Ok(ChainMatch::default()) };
+    let mut server_names = Vec::new();
+    for (i, n) in m.server_names.iter().enumerate() {
+        let lower = n.to_ascii_lowercase();
+        let body = lower.strip_prefix("*.").unwrap_or(&lower);
+        if body.is_empty()
+            || body.contains('*')
+            || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(err(
+                format!("{path}.server_names[{i}]"),
+                format!("`{n}` is not a host name (a leading `*.` is the only wildcard)"),
+            ));
+        }
+        server_names.push(lower);
+    }
+    let tls = match m.transport_protocol.as_deref() {
+        None | Some("") => None,
+        Some("tls") => Some(true),
+        Some("raw_buffer") => Some(false),
+        Some(other) => {
+            return Err(err(format!("{path}.transport_protocol"), format!("`{other}`: expected tls or raw_buffer")));
+        }
+    };
+    let destination_port = match m.destination_port {
+        None => None,
+        Some(p) => Some(
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| err(format!("{path}.destination_port"), "must be in 1..=65535"))?,
+        ),
+    };
+    Ok(ChainMatch { server_names, tls, application_protocols: m.application_protocols.clone(), destination_port })
 }
 
 /// Reads a filter's settings from `typed_config` (v3) or `config` (v2) and

@@ -118,14 +118,16 @@ impl HttpStats {
 /// errs or idles out. Each request is handled with the tables current when
 /// its head arrives, so reloads and DNS changes reach keep-alive
 /// connections too; once the server drains, the next response closes it.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usize) {
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usize, chain: usize) {
     let first_tables = worker.tables();
-    let Some(first) = manager(&first_tables, index) else { return };
+    let Some(first) = manager(&first_tables, index, chain) else { return };
     let Some(listener) = first_tables.listeners.get(index) else { return };
+    let Some(chain_rt) = listener.chains.get(chain) else { return };
+    let Some(chain_config) = listener.config.filter_chains.get(chain) else { return };
     let cx_stats = (first.stats.downstream_cx_active.clone(), first.stats.downstream_cx_total.clone());
     let local = if first.needs_local_address { tcp.local_addr().ok() } else { None };
     // A TLS filter chain: the handshake comes first.
-    let mut down = match (&listener.config.filter_chain.tls, &listener.tls_stats) {
+    let mut down = match (&chain_config.tls, &chain_rt.tls_stats) {
         (Some(ctx), Some(tls_stats)) => {
             use std::os::fd::AsRawFd;
             let fd = tcp.as_raw_fd();
@@ -166,7 +168,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
     let mut served: u32 = 0;
     let opened = Instant::now();
     loop {
-        let mut rules = match manager(&worker.tables(), index) {
+        let mut rules = match manager(&worker.tables(), index, chain) {
             Some(m) => m.head_rules(),
             None => break,
         };
@@ -181,7 +183,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
         }
         let read = read_head(rules, &mut down, &mut buf).await;
         let tables = worker.tables();
-        let Some(hcm) = manager(&tables, index) else { break };
+        let Some(hcm) = manager(&tables, index, chain) else { break };
         let stats = &hcm.stats;
         let (head, head_len) = match read {
             HeadRead::Head(h, n) => (h, n),
@@ -324,8 +326,8 @@ async fn tunnel(down: Conn, early: Vec<u8>, up: Upgraded) {
 }
 
 /// The HTTP connection manager of listener `index` in `tables`.
-fn manager(tables: &CoreTables, index: usize) -> Option<&HttpConnectionManager> {
-    match &tables.listeners.get(index)?.terminal {
+fn manager(tables: &CoreTables, index: usize, chain: usize) -> Option<&HttpConnectionManager> {
+    match &tables.listeners.get(index)?.chains.get(chain)?.terminal {
         Terminal::Http(hcm) => Some(hcm),
         Terminal::TcpProxy(_) => None,
     }

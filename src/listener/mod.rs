@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{ListenerConfig, NetworkFilter, Snapshot};
+use crate::config::{ChainMatch, FilterChainConfig, ListenerConfig, NetworkFilter, Snapshot};
 use crate::http::conn_manager::HttpConnectionManager;
 use crate::runtime::worker::Worker;
 use crate::stats::{Counter, Gauge, Shard, StatKey};
 use crate::tcp_proxy::TcpProxy;
+use crate::tls::inspect::Hello;
 
 /// Binds `count` sockets to `addr` with SO_REUSEPORT so each worker accepts on
 /// its own and the kernel spreads connections among them. With port 0, the
@@ -96,13 +97,20 @@ impl ListenerStats {
     }
 }
 
-/// One core's instance of a listener from the snapshot: its stats and its
-/// filter chain's terminal filter.
+/// One core's instance of a listener from the snapshot: its stats and, for
+/// each filter chain, the terminal filter and TLS stats.
 pub struct ListenerRt {
     pub config: ListenerConfig,
     pub stats: ListenerStats,
+    pub chains: Vec<ChainRt>,
+    /// `listener.<addr>.no_filter_chain_match`.
+    pub no_filter_chain_match: Counter,
+}
+
+pub struct ChainRt {
     pub terminal: Terminal,
-    /// `listener.<addr>.ssl.*`, for a chain that terminates TLS.
+    /// `listener.<addr>.ssl.*`, for a chain that terminates TLS (chains of
+    /// one listener share them).
     pub tls_stats: Option<crate::tls::TlsStats>,
 }
 
@@ -113,24 +121,87 @@ pub enum Terminal {
 
 impl ListenerRt {
     pub fn new(config: &ListenerConfig, shard: &Shard, worker: usize, seed: u64) -> Self {
-        let terminal = match &config.filter_chain.terminal {
-            NetworkFilter::TcpProxy(tp) => Terminal::TcpProxy(TcpProxy::new(tp, shard, seed)),
-            NetworkFilter::HttpConnectionManager(hcm) => {
-                Terminal::Http(Box::new(HttpConnectionManager::new(hcm, shard, seed)))
-            }
-        };
-        let tls_stats = config
-            .filter_chain
-            .tls
-            .as_ref()
-            .map(|_| crate::tls::TlsStats::new(shard, |stat| StatKey::listener(&config.stat_name, stat)));
+        let chains = config
+            .filter_chains
+            .iter()
+            .enumerate()
+            .map(|(i, chain)| {
+                let seed = seed.wrapping_add((i as u64) << 32);
+                let terminal = match &chain.terminal {
+                    NetworkFilter::TcpProxy(tp) => Terminal::TcpProxy(TcpProxy::new(tp, shard, seed)),
+                    NetworkFilter::HttpConnectionManager(hcm) => {
+                        Terminal::Http(Box::new(HttpConnectionManager::new(hcm, shard, seed)))
+                    }
+                };
+                let tls_stats = chain
+                    .tls
+                    .as_ref()
+                    .map(|_| crate::tls::TlsStats::new(shard, |stat| StatKey::listener(&config.stat_name, stat)));
+                ChainRt { terminal, tls_stats }
+            })
+            .collect();
         ListenerRt {
             config: config.clone(),
             stats: ListenerStats::new(shard, &config.stat_name, worker),
-            terminal,
-            tls_stats,
+            chains,
+            no_filter_chain_match: shard.counter(StatKey::listener(&config.stat_name, "no_filter_chain_match")),
         }
     }
+}
+
+/// Envoy's filter chain choice: the most specific match at each step, in
+/// order: destination port, server name (exact, then the longest `*.`
+/// suffix), transport protocol, application protocol; an unset field is the
+/// fallback at its step. `None` when no chain is left.
+pub fn choose_chain(chains: &[FilterChainConfig], port: u16, hello: Option<&Hello>) -> Option<usize> {
+    let mut left: Vec<usize> = (0..chains.len()).collect();
+    let narrow = |left: &mut Vec<usize>, rank: &dyn Fn(&ChainMatch) -> Option<usize>| {
+        let best = left.iter().filter_map(|&i| rank(&chains[i].matcher)).max();
+        if let Some(best) = best {
+            left.retain(|&i| rank(&chains[i].matcher) == Some(best));
+        } else {
+            left.clear();
+        }
+    };
+    // Rank: 0 for a chain that leaves the field unset, higher for a match,
+    // None for a mismatch.
+    narrow(&mut left, &|m| match m.destination_port {
+        None => Some(0),
+        Some(p) if p == port => Some(1),
+        Some(_) => None,
+    });
+    let sni = hello.and_then(|h| h.sni.as_deref());
+    narrow(&mut left, &|m| {
+        if m.server_names.is_empty() {
+            return Some(0);
+        }
+        let sni = sni?;
+        m.server_names
+            .iter()
+            .filter_map(|n| match n.strip_prefix('*') {
+                // `*.example.com`: ranked by suffix length, below any exact name.
+                Some(suffix) => (sni.len() > suffix.len() && sni.ends_with(suffix)).then_some(1 + suffix.len()),
+                None => (n == sni).then_some(usize::MAX),
+            })
+            .max()
+    });
+    let tls = hello.is_some_and(|h| h.tls);
+    narrow(&mut left, &|m| match m.tls {
+        None => Some(0),
+        Some(t) if t == tls => Some(1),
+        Some(_) => None,
+    });
+    let alpn = hello.map(|h| h.alpn.as_slice()).unwrap_or(&[]);
+    narrow(&mut left, &|m| {
+        if m.application_protocols.is_empty() {
+            Some(0)
+        } else if m.application_protocols.iter().any(|p| alpn.contains(p)) {
+            Some(1)
+        } else {
+            None
+        }
+    });
+    left.first().copied()
 }
 
 /// Whether two snapshots have the same listeners (names and addresses), which
@@ -140,7 +211,11 @@ pub fn same_listeners(a: &Snapshot, b: &Snapshot) -> bool {
         && a.listeners.iter().zip(&b.listeners).all(|(x, y)| {
             x.name == y.name
                 && x.addr == y.addr
-                && std::mem::discriminant(&x.filter_chain.terminal) == std::mem::discriminant(&y.filter_chain.terminal)
+                && x.filter_chains.len() == y.filter_chains.len()
+                && x.filter_chains
+                    .iter()
+                    .zip(&y.filter_chains)
+                    .all(|(a, b)| std::mem::discriminant(&a.terminal) == std::mem::discriminant(&b.terminal))
         })
 }
 
@@ -176,10 +251,26 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
                     let stats = tables.listeners[index].stats.clone();
                     let _guard = ConnectionGuard::new(&worker, &stats);
                     let l = &tables.listeners[index];
-                    match &l.terminal {
+                    let hello = if l.config.tls_inspector {
+                        match crate::tls::inspect::inspect(&stream, l.config.inspect_timeout).await {
+                            Some(h) => Some(h),
+                            None if l.config.continue_on_inspect_timeout => None,
+                            // Nothing arrived in time, or the peer left.
+                            None => return,
+                        }
+                    } else {
+                        None
+                    };
+                    let port = stream.local_addr().map_or(l.config.addr.port(), |a| a.port());
+                    let Some(chain) = choose_chain(&l.config.filter_chains, port, hello.as_ref()) else {
+                        l.no_filter_chain_match.inc();
+                        return;
+                    };
+                    match &l.chains[chain].terminal {
                         // A TCP connection lives on the tables it started with.
                         Terminal::TcpProxy(tp) => {
-                            let tls = l.config.filter_chain.tls.as_deref().zip(l.tls_stats.as_ref());
+                            let tls =
+                                l.config.filter_chains[chain].tls.as_deref().zip(l.chains[chain].tls_stats.as_ref());
                             tp.serve(stream, tls, &tables.clusters, worker.relay, l.config.buffer_limit).await;
                         }
                         // An HTTP connection takes fresh tables per request;
@@ -187,7 +278,7 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
                         // upstream pools) alive for the connection's life.
                         Terminal::Http(_) => {
                             drop(tables);
-                            crate::http::conn_manager::serve(stream, peer, &worker, index).await;
+                            crate::http::conn_manager::serve(stream, peer, &worker, index, chain).await;
                         }
                     }
                 });

@@ -191,7 +191,7 @@ impl Server {
             tracing::info!(
                 "listener `{}` on {bound}: {} on {concurrency} worker(s)",
                 l.name,
-                l.filter_chain.terminal.name()
+                l.filter_chains.iter().map(|c| c.terminal.name()).collect::<Vec<_>>().join(", ")
             );
         }
         tracing::info!("workers use the {driver} driver; relay: {:?}", opts.relay);
