@@ -251,3 +251,91 @@ fn the_tls_inspector_picks_chains_by_sni_and_transport() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
     stop(server);
 }
+
+/// The peer certificate a fresh TLS connection to `addr` is shown, and the
+/// connection (kept open by the caller when it wants to).
+fn handshake(
+    ca_pem: &str,
+    addr: std::net::SocketAddr,
+) -> (Vec<u8>, rustls::StreamOwned<rustls::ClientConnection, TcpStream>) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(ringway::tls::parse_certs(ca_pem.as_bytes()).unwrap());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("front.test").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    tls.sock.set_read_timeout(Some(WAIT)).unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: front.test\r\n\r\n").unwrap();
+    let (status, _, _) = read_response(&mut tls);
+    assert_eq!(status, 200);
+    let cert = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    (cert, tls)
+}
+
+#[test]
+fn renewed_certificates_are_picked_up_and_bad_ones_refused() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let dir = std::env::temp_dir().join(format!("ringway-rotate-{}-{}", std::process::id(), line!()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // Replaces the files the way a renewal tool does: new file, then rename.
+    let install = |cert: &str, key: &str| {
+        for (path, data) in [(&key_path, key), (&cert_path, cert)] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, data).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    };
+    let (cert1, key1) = cert_for(&issuer, &["front.test"]);
+    install(&cert1, &key1);
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                direct_response: {status: 200, body: {inline_string: ok}}\n";
+    let tls = format!(
+        "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            tls_certificates:\n            - certificate_chain: {{filename: \"{}\"}}\n              private_key: {{filename: \"{}\"}}\n",
+        cert_path.display(),
+        key_path.display()
+    );
+    let yaml =
+        http_yaml(&[("app", closed_port())], routes, "").replace("  clusters:\n", &format!("{tls}  clusters:\n"));
+    let server = start(&yaml, opts(1));
+    let addr = server.listener_addr("web").unwrap();
+    let der = |pem: &str| ringway::tls::parse_certs(pem.as_bytes()).unwrap()[0].to_vec();
+    let (seen, mut before) = handshake(&ca_pem, addr);
+    assert_eq!(seen, der(&cert1));
+
+    // Renewed: new handshakes get the new certificate, the open connection
+    // goes on.
+    let (cert2, key2) = cert_for(&issuer, &["front.test"]);
+    install(&cert2, &key2);
+    wait_until("the renewed certificate", || handshake(&ca_pem, addr).0 == der(&cert2));
+    assert!(stat(&server, "server.tls_certificate_reload_success") >= 1);
+    before.write_all(b"GET / HTTP/1.1\r\nHost: front.test\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut before).0, 200);
+
+    // A certificate without its key: refused, the last good pair stays.
+    let (cert3, _) = cert_for(&issuer, &["front.test"]);
+    install(&cert3, &key2);
+    wait_until("the bad pair refused", || stat(&server, "server.tls_certificate_reload_failure") >= 1);
+    assert_eq!(handshake(&ca_pem, addr).0, der(&cert2));
+
+    // /certs lists what is served, with days to expiry.
+    let (status, body) = admin_get(server.admin_addr().unwrap(), "/certs");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let chain = &v["certificates"][0]["cert_chain"][0];
+    assert_eq!(chain["path"], cert_path.display().to_string());
+    assert_eq!(chain["subject_alt_names"][0], "front.test");
+    assert!(chain["days_until_expiration"].as_str().unwrap().parse::<u64>().unwrap() > 300, "{chain}");
+    assert!(stat(&server, "server.days_until_first_cert_expiring") > 300);
+    drop(before);
+    stop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -111,8 +111,17 @@ impl Admin {
     }
 
     fn route(&self, req: &Request) -> Response {
-        const READ_ONLY: &[&str] =
-            &["/", "/help", "/ready", "/stats", "/stats/prometheus", "/clusters", "/config_dump", "/server_info"];
+        const READ_ONLY: &[&str] = &[
+            "/",
+            "/help",
+            "/ready",
+            "/stats",
+            "/stats/prometheus",
+            "/clusters",
+            "/config_dump",
+            "/server_info",
+            "/certs",
+        ];
         const MUTATING: &[&str] = &["/quitquitquit"];
         let path = req.path.as_str();
         if MUTATING.contains(&path) && req.method != "POST" {
@@ -134,6 +143,7 @@ impl Admin {
             "/clusters" => self.clusters(req.query("format") == Some("json")),
             "/config_dump" => self.config_dump(),
             "/server_info" => self.server_info(),
+            "/certs" => self.certs(),
             "/quitquitquit" => {
                 self.shared.request_shutdown();
                 Response::text(200, "OK\n")
@@ -165,6 +175,45 @@ impl Admin {
                 Response::text(400, &format!("unknown format `{other}`; expected text, json or prometheus\n"))
             }
         }
+    }
+
+    /// Envoy's `/certs`: every loaded certificate with its CA, per TLS
+    /// context (listener filter chains, then clusters).
+    fn certs(&self) -> Response {
+        let snapshot = self.shared.snapshot.load();
+        let describe = |c: &crate::tls::CertInfo| {
+            let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            serde_json::json!({
+                "path": c.source,
+                "serial_number": c.serial,
+                "subject": c.subject,
+                "subject_alt_names": c.sans,
+                "days_until_expiration": c.days_left().to_string(),
+                "expiration_time": secs(c.not_after),
+            })
+        };
+        let mut out = Vec::new();
+        for l in &snapshot.listeners {
+            for (i, chain) in l.filter_chains.iter().enumerate() {
+                if let Some(t) = &chain.tls {
+                    out.push(serde_json::json!({
+                        "context": format!("listener {} filter_chains[{i}]", l.name),
+                        "ca_cert": t.ca.iter().map(describe).collect::<Vec<_>>(),
+                        "cert_chain": t.certificates.iter().map(describe).collect::<Vec<_>>(),
+                    }));
+                }
+            }
+        }
+        for c in &snapshot.clusters {
+            if let Some(t) = &c.tls {
+                out.push(serde_json::json!({
+                    "context": format!("cluster {}", c.name),
+                    "ca_cert": t.ca.iter().map(describe).collect::<Vec<_>>(),
+                    "cert_chain": t.certificates.iter().map(describe).collect::<Vec<_>>(),
+                }));
+            }
+        }
+        Response::json(200, serde_json::json!({ "certificates": out }).to_string())
     }
 
     fn clusters(&self, as_json: bool) -> Response {
@@ -262,5 +311,6 @@ const HELP: &str = "admin commands are:
   /clusters: upstream cluster status (?format=json)
   /config_dump: dump the current config as JSON
   /server_info: print server version, state and options
+  /certs: loaded TLS certificates (subject, SANs, serial, days until expiry)
   /quitquitquit (POST): drain and exit
 ";

@@ -81,7 +81,9 @@ pub fn load_str(text: &str, version: u64) -> Result<Snapshot, ConfigError> {
 /// Parses and validates without resolving anything (`--mode validate`, tests):
 /// STRICT_DNS clusters come back with no endpoints.
 pub fn check_str(text: &str, version: u64) -> Result<Snapshot, ConfigError> {
-    validate::validate(parse_yaml(text)?, version)
+    let mut snapshot = validate::validate(parse_yaml(text)?, version)?;
+    snapshot.source = Some(text.into());
+    Ok(snapshot)
 }
 
 /// Reads a config file, with a size limit, then `load_str`.

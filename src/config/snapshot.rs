@@ -20,6 +20,11 @@ pub struct Snapshot {
     pub overload: OverloadConfig,
     /// The effective config, normalised to v3 spellings, for `/config_dump`.
     pub effective: serde_json::Value,
+    /// The YAML this snapshot was built from, so it can be built again when
+    /// a certificate file it names changes.
+    pub source: Option<std::sync::Arc<str>>,
+    /// Certificate, key and CA files the snapshot read (watched for rotation).
+    pub watched_files: Vec<std::path::PathBuf>,
 }
 
 impl Snapshot {

@@ -99,13 +99,15 @@ pub(super) fn downstream(
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| err(format!("{cpath}.tls_params"), e.to_string()))?;
+    let mut ca_infos = Vec::new();
     let builder = match &common.validation_context {
         Some(vc) => {
             let vpath = format!("{cpath}.validation_context");
             let Some(ca) = &vc.trusted_ca else {
                 return Err(err(format!("{vpath}.trusted_ca"), "missing: client certificates are checked against it"));
             };
-            let roots = roots(ca, &format!("{vpath}.trusted_ca"))?;
+            let (roots, infos) = roots(ca, &format!("{vpath}.trusted_ca"))?;
+            ca_infos = infos;
             let matchers = san_matchers(vc, &vpath)?;
             let verifier = ClientVerifier::new(roots, matchers, require, provider.clone())
                 .map_err(|e| err(format!("{vpath}.trusted_ca"), e))?;
@@ -123,6 +125,7 @@ pub(super) fn downstream(
     config.alpn_protocols = alpn(&common, &cpath)?;
     Ok(Some(Arc::new(ServerContext {
         config: Arc::new(config),
+        ca: ca_infos,
         handshake_timeout,
         certificates,
         require_client_certificate: require,
@@ -152,16 +155,16 @@ pub(super) fn upstream(
         ),
     };
     // No trusted CA: the public roots, never no verification.
-    let (roots, matchers) = match &common.validation_context {
+    let (roots, ca_infos, matchers) = match &common.validation_context {
         Some(vc) => {
             let vpath = format!("{cpath}.validation_context");
-            let roots = match &vc.trusted_ca {
+            let (roots, infos) = match &vc.trusted_ca {
                 Some(ca) => roots(ca, &format!("{vpath}.trusted_ca"))?,
-                None => public_roots(),
+                None => (public_roots(), Vec::new()),
             };
-            (roots, san_matchers(vc, &vpath)?)
+            (roots, infos, san_matchers(vc, &vpath)?)
         }
-        None => (public_roots(), Vec::new()),
+        None => (public_roots(), Vec::new(), Vec::new()),
     };
     let verifier = tls::ServerVerifier::new(roots, matchers, sni.clone(), &provider);
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -185,7 +188,7 @@ pub(super) fn upstream(
     };
     config.enable_sni = sni.is_some();
     config.alpn_protocols = alpn(&common, &cpath)?;
-    Ok(Some(Arc::new(ClientContext { config: Arc::new(config), sni, certificates })))
+    Ok(Some(Arc::new(ClientContext { config: Arc::new(config), ca: ca_infos, sni, certificates })))
 }
 
 fn public_roots() -> RootCertStore {
@@ -210,15 +213,16 @@ fn read_source(ds: &raw::DataSource, path: &str) -> Result<(Vec<u8>, String), Co
     }
 }
 
-fn roots(ca: &raw::DataSource, path: &str) -> Result<RootCertStore, ConfigError> {
-    let (pem, _) = read_source(ca, path)?;
+fn roots(ca: &raw::DataSource, path: &str) -> Result<(RootCertStore, Vec<CertInfo>), ConfigError> {
+    let (pem, source) = read_source(ca, path)?;
     let certs = tls::parse_certs(&pem).map_err(|e| err(path, e))?;
+    let infos = certs.iter().filter_map(|c| tls::cert_info(c, &source)).collect();
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(err(path, "no usable CA certificate"));
     }
-    Ok(roots)
+    Ok((roots, infos))
 }
 
 type Pair = (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>, CertInfo);

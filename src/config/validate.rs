@@ -116,7 +116,9 @@ pub fn validate(mut bootstrap: raw::Bootstrap, version: u64) -> Result<Snapshot,
 
     let effective =
         serde_json::to_value(&bootstrap).map_err(|e| err("", format!("cannot re-serialise config: {e}")))?;
-    Ok(Snapshot { version, node, admin, listeners, clusters, overload, effective })
+    let mut watched_files = Vec::new();
+    collect_filenames(&effective, &mut watched_files);
+    Ok(Snapshot { version, node, admin, listeners, clusters, overload, effective, source: None, watched_files })
 }
 
 const TLS_INSPECTOR_NAMES: &[&str] = &["envoy.filters.listener.tls_inspector", "envoy.listener.tls_inspector"];
@@ -535,6 +537,28 @@ fn upstream_http(c: &raw::Cluster, path: &str) -> Result<UpstreamHttpConfig, Con
         out.max_requests_per_connection = Some(n);
     }
     Ok(out)
+}
+
+/// Every `filename` of a data source in the config (certificates, keys,
+/// CAs: the only data sources read from files).
+fn collect_filenames(v: &Value, out: &mut Vec<std::path::PathBuf>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("filename", Value::String(f)) => {
+                        let p = std::path::PathBuf::from(f);
+                        if !out.contains(&p) {
+                            out.push(p);
+                        }
+                    }
+                    _ => collect_filenames(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_filenames(i, out)),
+        _ => {}
+    }
 }
 
 pub(super) fn cluster_ref(

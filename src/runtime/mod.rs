@@ -354,9 +354,17 @@ fn config_thread(
         }
     };
     let mut dns_due = config::dns::schedule(&shared.snapshot.load(), Instant::now());
+    let certs = CertStats {
+        success: server.counter(StatKey::plain("server.tls_certificate_reload_success")),
+        failure: server.counter(StatKey::plain("server.tls_certificate_reload_failure")),
+        days_left: server.gauge(StatKey::plain("server.days_until_first_cert_expiring")),
+    };
+    certs.days_left.set(days_until_first_expiry(&shared.snapshot.load()));
+    let mut watch = CertWatch::new(&shared.snapshot.load());
     loop {
         let next_dns = dns_due.values().min().copied();
-        let wait = next_dns.map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+        let next = next_dns.map_or(watch.next_check, |t| t.min(watch.next_check));
+        let wait = next.saturating_duration_since(Instant::now());
         match control.recv_timeout(wait) {
             Ok(Control::Reload { text, reply }) => {
                 let current = shared.snapshot.load_full();
@@ -365,6 +373,8 @@ fn config_thread(
                     Ok(snapshot) => {
                         let v = snapshot.version;
                         dns_due = config::dns::schedule(&snapshot, Instant::now());
+                        watch = CertWatch::new(&snapshot);
+                        certs.days_left.set(days_until_first_expiry(&snapshot));
                         publish(snapshot);
                         stats.success.inc();
                         tracing::info!(version = v, "config reloaded");
@@ -381,6 +391,14 @@ fn config_thread(
                 }
             }
             Ok(Control::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= watch.next_check => {
+                let current = shared.snapshot.load_full();
+                if let Some(next) = watch.check(&current, &certs) {
+                    dns_due = config::dns::schedule(&next, Instant::now());
+                    certs.days_left.set(days_until_first_expiry(&next));
+                    publish(next);
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 let due: Vec<String> = dns_due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
@@ -407,6 +425,75 @@ fn config_thread(
         let _ = n.try_send(Nudge::Check);
         n.close();
     }
+}
+
+/// How often the files of loaded certificates are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(2);
+
+struct CertStats {
+    success: Counter,
+    failure: Counter,
+    /// Envoy's `server.days_until_first_cert_expiring`.
+    days_left: Gauge,
+}
+
+/// A file's identity and content version, as far as `stat` tells.
+type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
+/// Watches the certificate, key and CA files of the published snapshot: a
+/// change rebuilds the snapshot from the same YAML with the new files, for
+/// new handshakes (open connections keep theirs). A new set that does not
+/// load (unreadable, or a key that does not match) is refused and the old
+/// certificates stay; it is tried again when the files change again.
+struct CertWatch {
+    stamps: Vec<Stamp>,
+    refused: Option<Vec<Stamp>>,
+    next_check: Instant,
+}
+
+impl CertWatch {
+    fn new(snapshot: &Snapshot) -> Self {
+        CertWatch { stamps: stamps(&snapshot.watched_files), refused: None, next_check: Instant::now() + CERT_POLL }
+    }
+
+    fn check(&mut self, current: &Snapshot, stats: &CertStats) -> Option<Snapshot> {
+        self.next_check = Instant::now() + CERT_POLL;
+        let now = stamps(&current.watched_files);
+        if now == self.stamps || self.refused.as_ref() == Some(&now) {
+            return None;
+        }
+        let text = current.source.as_deref()?.to_string();
+        match reload(current, Some(text), None) {
+            Ok(next) => {
+                stats.success.inc();
+                tracing::info!(version = next.version, "certificate files changed; reloaded");
+                self.stamps = stamps(&next.watched_files);
+                self.refused = None;
+                Some(next)
+            }
+            Err(e) => {
+                stats.failure.inc();
+                tracing::error!("certificate files changed but do not load, keeping the current ones: {e}");
+                self.refused = Some(now);
+                None
+            }
+        }
+    }
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())))).collect()
+}
+
+/// Whole days until the soonest certificate expiry in `snapshot` (0 when
+/// expired; a large number when there are no certificates).
+fn days_until_first_expiry(snapshot: &Snapshot) -> i64 {
+    let listeners = snapshot.listeners.iter().flat_map(|l| &l.filter_chains).filter_map(|c| c.tls.as_deref());
+    let certs = listeners.flat_map(|t| t.certificates.iter().chain(&t.ca)).chain(
+        snapshot.clusters.iter().filter_map(|c| c.tls.as_deref()).flat_map(|t| t.certificates.iter().chain(&t.ca)),
+    );
+    certs.map(crate::tls::CertInfo::days_left).min().unwrap_or(i64::from(u32::MAX))
 }
 
 /// Envoy's `cluster.<name>.update_*` counters for DNS refreshes.

@@ -43,10 +43,19 @@ pub struct CertInfo {
     pub not_after: SystemTime,
 }
 
+impl CertInfo {
+    /// Whole days until `not_after`; 0 once passed.
+    pub fn days_left(&self) -> i64 {
+        self.not_after.duration_since(SystemTime::now()).map_or(0, |d| (d.as_secs() / 86_400) as i64)
+    }
+}
+
 /// A listener filter chain's TLS (`DownstreamTlsContext`), ready to accept.
 #[derive(Clone)]
 pub struct ServerContext {
     pub config: Arc<rustls::ServerConfig>,
+    /// The CA client certificates are checked against, if any.
+    pub ca: Vec<CertInfo>,
     /// The filter chain's `transport_socket_connect_timeout`: a handshake
     /// not done by then is closed and counted in `ssl.connection_error`.
     pub handshake_timeout: Duration,
@@ -64,6 +73,8 @@ impl fmt::Debug for ServerContext {
 #[derive(Clone)]
 pub struct ClientContext {
     pub config: Arc<rustls::ClientConfig>,
+    /// The trusted CA given in the config (none: the public roots).
+    pub ca: Vec<CertInfo>,
     /// The SNI to send, if configured; the verifier checks the server's
     /// certificate against it when no SAN matchers are given.
     pub sni: Option<ServerName<'static>>,
