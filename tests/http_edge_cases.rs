@@ -10,24 +10,11 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::http::*;
 use common::*;
-
-fn serve(yaml: &str) -> (ringway::runtime::Server, SocketAddr) {
-    let server = start(yaml, opts(1));
-    let addr = server.listener_addr("web").unwrap();
-    (server, addr)
-}
-
-fn get(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut s = connect(addr);
-    let (status, head, body) = exchange(&mut s, request.as_bytes());
-    (status, head, String::from_utf8(body).unwrap())
-}
 
 /// The request target an upstream saw (`GET /x?y` → `/x?y`).
 fn target(req: &SeenRequest) -> String {

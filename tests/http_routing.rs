@@ -14,18 +14,6 @@ use std::time::{Duration, Instant};
 use common::http::*;
 use common::*;
 
-fn serve(yaml: &str) -> (ringway::runtime::Server, SocketAddr) {
-    let server = start(yaml, opts(1));
-    let addr = server.listener_addr("web").unwrap();
-    (server, addr)
-}
-
-fn get(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut s = connect(addr);
-    let (status, head, body) = exchange(&mut s, request.as_bytes());
-    (status, head, String::from_utf8(body).unwrap())
-}
-
 #[test]
 fn header_query_and_separated_prefix_matches_choose_the_route() {
     let app = HttpUpstream::start();

@@ -64,6 +64,25 @@ fn https_listener_yaml(app: std::net::SocketAddr, pki: &Pki) -> String {
     plain.replace("  clusters:\n", &format!("{tls}  clusters:\n"))
 }
 
+/// A rustls client that trusts `ca_pem`, talking to `addr` as `sni`.
+fn tls_connect(ca_pem: &str, sni: &str, addr: std::net::SocketAddr, alpn: &[&[u8]]) -> std::io::Result<TlsClient> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(ringway::tls::parse_certs(ca_pem.as_bytes()).unwrap());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr)?);
+    tls.sock.set_read_timeout(Some(WAIT))?;
+    Ok(tls)
+}
+
+type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
 #[test]
 fn https_is_terminated_and_originated() {
     let pki = pki();
@@ -73,18 +92,7 @@ fn https_is_terminated_and_originated() {
     let b_addr = b.listener_addr("web").unwrap();
 
     // A client with the CA trusts B.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(ringway::tls::parse_certs(pki.ca_pem.as_bytes()).unwrap());
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = rustls::pki_types::ServerName::try_from("front.test").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(b_addr).unwrap());
-    tls.sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tls = tls_connect(&pki.ca_pem, "front.test", b_addr, &[b"http/1.1"]).unwrap();
     for _ in 0..2 {
         tls.write_all(b"GET /x HTTP/1.1\r\nHost: front.test\r\n\r\n").unwrap();
         let (status, head, body) = read_response(&mut tls);
@@ -155,17 +163,7 @@ fn cert_for(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, names: &[&str]) -> (Stri
 }
 
 fn tls_client(ca_pem: &str, sni: &str, addr: std::net::SocketAddr) -> std::io::Result<Vec<u8>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(ringway::tls::parse_certs(ca_pem.as_bytes()).unwrap());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr)?);
-    tls.sock.set_read_timeout(Some(WAIT))?;
+    let mut tls = tls_connect(ca_pem, sni, addr, &[])?;
     tls.write_all(b"hello")?;
     let mut tag = [0u8; 1];
     std::io::Read::read_exact(&mut tls, &mut tag)?;
@@ -254,21 +252,8 @@ fn the_tls_inspector_picks_chains_by_sni_and_transport() {
 
 /// The peer certificate a fresh TLS connection to `addr` is shown, and the
 /// connection (kept open by the caller when it wants to).
-fn handshake(
-    ca_pem: &str,
-    addr: std::net::SocketAddr,
-) -> (Vec<u8>, rustls::StreamOwned<rustls::ClientConnection, TcpStream>) {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(ringway::tls::parse_certs(ca_pem.as_bytes()).unwrap());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("front.test").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
-    tls.sock.set_read_timeout(Some(WAIT)).unwrap();
+fn handshake(ca_pem: &str, addr: std::net::SocketAddr) -> (Vec<u8>, TlsClient) {
+    let mut tls = tls_connect(ca_pem, "front.test", addr, &[]).unwrap();
     tls.write_all(b"GET / HTTP/1.1\r\nHost: front.test\r\n\r\n").unwrap();
     let (status, _, _) = read_response(&mut tls);
     assert_eq!(status, 200);

@@ -319,6 +319,8 @@ async fn tunnel(down: Conn, early: Vec<u8>, up: Upgraded) {
             return;
         }
     }
+    // Upgrades over TLS are refused before they get here.
+    let (Conn::Plain(down), Conn::Plain(stream)) = (down, stream) else { return };
     if let Err(e) = crate::tcp_proxy::tunnel(down, stream, up.idle, up.buffer).await {
         tracing::debug!("upgraded connection ended: {e}");
     }
@@ -790,6 +792,13 @@ impl HttpConnectionManager {
                     return Outcome::closing(403, Facts::local(Flags::NONE, "upgrade_failed", 0));
                 }
                 let (cluster_id, request_headers, response_headers) = self.pick_target(fwd, entry);
+                // The tunnel relays both directions at once, which the TLS
+                // streams cannot do safely yet: refuse rather than risk it.
+                if upgrade.is_some() && (down.is_tls() || clusters.get(cluster_id).tls.is_some()) {
+                    let reply = "upgrades over TLS are not supported yet";
+                    let _ = self.local_reply(down, 501, reply, false).await;
+                    return Outcome::closing(501, Facts::local(Flags::NONE, "upgrade_failed", reply.len()));
+                }
                 // One id for every attempt, and for the access log.
                 let generated_id = (self.config.generate_request_id && head.header("x-request-id").is_none())
                     .then(|| uuid4(&self.rng));

@@ -6,6 +6,7 @@
 
 mod copy;
 pub mod splice;
+mod tracked;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -120,14 +121,18 @@ impl TcpProxy {
             None => Down::Plain(downstream),
             Some((ctx, stats)) => {
                 bound_socket_buffers(&downstream, buffer_limit);
-                let acceptor = monoio_rustls::TlsAcceptor::from(ctx.config.clone());
-                match monoio::time::timeout(ctx.handshake_timeout, acceptor.accept(downstream)).await {
+                let Ok(poll) = downstream.try_into_poll_io() else {
+                    stats.connection_error.inc();
+                    return;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(ctx.config.clone());
+                match monoio::time::timeout(ctx.handshake_timeout, acceptor.accept(poll)).await {
                     Ok(Ok(s)) => {
                         stats.handshake.inc();
                         Down::Tls(Box::new(s))
                     }
                     Ok(Err(e)) => {
-                        stats.count_failure(&e);
+                        stats.count_io_failure(&e);
                         tracing::debug!("downstream TLS handshake failed: {e:?}");
                         return;
                     }
@@ -192,20 +197,28 @@ impl TcpProxy {
         let upstream = match &cluster.tls {
             None => Some(Up::Plain(upstream)),
             Some((ctx, stats)) => {
-                let connector = monoio_rustls::TlsConnector::from(ctx.config.clone());
+                let connector = tokio_rustls::TlsConnector::from(ctx.config.clone());
                 let name = ctx.server_name(host.addr.ip());
-                match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, connector.connect(name, upstream)).await {
+                let handshake = async move {
+                    let poll = upstream.try_into_poll_io().map_err(|(e, _)| e)?;
+                    connector.connect(name, poll).await
+                };
+                match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(s)) => {
                         stats.handshake.inc();
                         Some(Up::Tls(Box::new(s)))
                     }
                     Ok(Err(e)) => {
-                        stats.count_failure(&e);
+                        stats.count_io_failure(&e);
+                        cs.upstream_cx_connect_fail.inc();
+                        host.stats.cx_connect_fail.inc();
                         tracing::debug!(cluster = %cluster.name, "upstream TLS handshake failed: {e:?}");
                         None
                     }
                     Err(_) => {
                         stats.connection_error.inc();
+                        cs.upstream_cx_connect_fail.inc();
+                        host.stats.cx_connect_fail.inc();
                         None
                     }
                 }
@@ -215,9 +228,15 @@ impl TcpProxy {
         let result = match (downstream, upstream) {
             (_, None) => Err(RelayEnd::Io(io::ErrorKind::ConnectionAborted.into())),
             (Down::Plain(d), Some(Up::Plain(u))) => self.relay(d, u, relay, limit, counters.0, counters.1).await,
-            (Down::Plain(d), Some(Up::Tls(u))) => self.relay_copy(d, *u, limit, counters).await,
-            (Down::Tls(d), Some(Up::Plain(u))) => self.relay_copy(*d, u, limit, counters).await,
-            (Down::Tls(d), Some(Up::Tls(u))) => self.relay_copy(*d, *u, limit, counters).await,
+            (Down::Plain(d), Some(Up::Tls(u))) => match d.try_into_poll_io() {
+                Ok(d) => self.relay_tls(d, *u, limit, counters).await,
+                Err((e, _)) => Err(RelayEnd::Io(e)),
+            },
+            (Down::Tls(d), Some(Up::Plain(u))) => match u.try_into_poll_io() {
+                Ok(u) => self.relay_tls(*d, u, limit, counters).await,
+                Err((e, _)) => Err(RelayEnd::Io(e)),
+            },
+            (Down::Tls(d), Some(Up::Tls(u))) => self.relay_tls(*d, *u, limit, counters).await,
         };
         match result {
             Ok((to_upstream, _)) => {
@@ -233,8 +252,10 @@ impl TcpProxy {
         host.stats.cx_active.dec();
     }
 
-    /// The buffered relay between any two streams (TLS on either side).
-    async fn relay_copy<D, U>(
+    /// The relay when either side speaks TLS: both directions in one task
+    /// over poll-based streams (TLS streams are not split: a read that meets
+    /// an alert writes too), through buffers of up to `limit`.
+    async fn relay_tls<D, U>(
         &self,
         downstream: D,
         upstream: U,
@@ -242,8 +263,8 @@ impl TcpProxy {
         (up_tx, up_rx): (&Counter, &Counter),
     ) -> Result<(PumpEnd, PumpEnd), RelayEnd>
     where
-        D: monoio::io::Split + AsyncReadRent + AsyncWriteRent,
-        U: monoio::io::Split + AsyncReadRent + AsyncWriteRent,
+        D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let last_activity = Cell::new(Instant::now());
         let tx = |n: u64| {
@@ -254,13 +275,16 @@ impl TcpProxy {
             up_rx.add(n);
             self.stats.downstream_cx_tx_bytes_total.add(n);
         };
+        let mut d = tracked::Tracked::new(downstream, &last_activity, &tx);
+        let mut u = tracked::Tracked::new(upstream, &last_activity, &rx);
         // TLS records are at most 16 KiB; a few records per read is plenty.
         let buffer = limit.clamp(16 * 1024, 64 * 1024);
-        let (mut dr, mut dw) = downstream.into_split();
-        let (mut ur, mut uw) = upstream.into_split();
-        let a = copy::pump(&mut dr, &mut uw, buffer, &last_activity, &tx);
-        let b = copy::pump(&mut ur, &mut dw, buffer, &last_activity, &rx);
-        drive(a, b, self.config.idle_timeout, &last_activity).await
+        let both = async {
+            tokio::io::copy_bidirectional_with_sizes(&mut d, &mut u, buffer, buffer).await?;
+            Ok(PumpEnd { flushed_after_close: false })
+        };
+        let done = async { Ok(PumpEnd { flushed_after_close: false }) };
+        drive(both, done, self.config.idle_timeout, &last_activity).await
     }
 
     async fn relay(
@@ -308,13 +332,13 @@ impl TcpProxy {
 /// The client's side of a proxied connection.
 enum Down {
     Plain(TcpStream),
-    Tls(Box<monoio_rustls::ServerTlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<monoio::net::tcp::stream_poll::TcpStreamPoll>>),
 }
 
 /// The upstream side.
 enum Up {
     Plain(TcpStream),
-    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<monoio::net::tcp::stream_poll::TcpStreamPoll>>),
 }
 
 /// Relays bytes both ways between two connections through user-space

@@ -386,12 +386,18 @@ impl TlsStats {
 
     /// Counts a failed handshake by its reason.
     pub fn count_failure(&self, e: &monoio_rustls::TlsError) {
-        // rustls' own error, whether handed back directly or inside the
-        // io::Error the stream wraps it in.
-        let rustls_error = match e {
-            monoio_rustls::TlsError::Rustls(r) => Some(r),
-            monoio_rustls::TlsError::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<Error>()),
-        };
+        match e {
+            monoio_rustls::TlsError::Rustls(r) => self.count(Some(r)),
+            monoio_rustls::TlsError::Io(io) => self.count_io_failure(io),
+        }
+    }
+
+    /// The same for an io::Error that may carry rustls' error inside.
+    pub fn count_io_failure(&self, e: &std::io::Error) {
+        self.count(e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()));
+    }
+
+    fn count(&self, rustls_error: Option<&Error>) {
         let counter = match rustls_error {
             Some(Error::NoCertificatesPresented) => &self.fail_verify_no_cert,
             Some(Error::InvalidCertificate(

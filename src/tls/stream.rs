@@ -114,7 +114,6 @@ impl AsyncWriteRent for Conn {
     }
 }
 
-// SAFETY: each variant's reads and writes are independent of each other (a
-// TcpStream's are; monoio-rustls streams are `Split` over a `Split` socket),
-// so a read half and a write half may be used at once.
-unsafe impl monoio::io::Split for Conn {}
+// Not `Split`: a monoio-rustls read that meets an alert also writes, which
+// races a concurrent write on the other half (it panics). A `Conn` is read
+// and written by one task, one operation at a time.

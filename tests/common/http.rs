@@ -253,3 +253,18 @@ pub fn read_response(s: &mut impl Read) -> (u16, String, Vec<u8>) {
         buf.extend_from_slice(&tmp[..k]);
     }
 }
+
+/// Starts ringway on `yaml` (one worker) and returns it with the address of
+/// its listener `web`.
+pub fn serve(yaml: &str) -> (ringway::runtime::Server, SocketAddr) {
+    let server = super::start(yaml, super::opts(1));
+    let addr = server.listener_addr("web").unwrap();
+    (server, addr)
+}
+
+/// One request on a new connection: status, head, body as text.
+pub fn get(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut s = super::connect(addr);
+    let (status, head, body) = exchange(&mut s, request.as_bytes());
+    (status, head, String::from_utf8(body).unwrap())
+}
