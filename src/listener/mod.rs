@@ -215,7 +215,11 @@ pub fn same_listeners(a: &Snapshot, b: &Snapshot) -> bool {
                 && x.filter_chains
                     .iter()
                     .zip(&y.filter_chains)
-                    .all(|(a, b)| std::mem::discriminant(&a.terminal) == std::mem::discriminant(&b.terminal))
+                    // Open HTTP connections keep their chain's index.
+                    .all(|(a, b)| {
+                        a.matcher == b.matcher
+                            && std::mem::discriminant(&a.terminal) == std::mem::discriminant(&b.terminal)
+                    })
         })
 }
 

@@ -393,6 +393,8 @@ fn config_thread(
             Ok(Control::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= watch.next_check => {
                 let current = shared.snapshot.load_full();
+                // The gauge counts down on a long-running server too.
+                certs.days_left.set(days_until_first_expiry(&current));
                 if let Some(next) = watch.check(&current, &certs) {
                     dns_due = config::dns::schedule(&next, Instant::now());
                     certs.days_left.set(days_until_first_expiry(&next));
@@ -467,7 +469,9 @@ impl CertWatch {
             Ok(next) => {
                 stats.success.inc();
                 tracing::info!(version = next.version, "certificate files changed; reloaded");
-                self.stamps = stamps(&next.watched_files);
+                // The files as they were before the reload read them: a
+                // change made meanwhile is seen at the next check.
+                self.stamps = now;
                 self.refused = None;
                 Some(next)
             }
@@ -536,7 +540,7 @@ fn reload(current: &Snapshot, text: Option<String>, path: Option<&std::path::Pat
     if !listener::same_listeners(current, &next) {
         return Err(ConfigError::new(
             "static_resources.listeners",
-            "adding, removing, renaming or moving listeners, or changing their filter type, needs a restart for now",
+            "adding, removing, renaming or moving listeners, or changing their filter chains' types or matches, needs a restart for now",
         ));
     }
     if current.admin.as_ref().map(|a| a.addr) != next.admin.as_ref().map(|a| a.addr) {
