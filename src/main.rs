@@ -48,7 +48,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let filter = tracing_subscriber::EnvFilter::new(level);
+    // rustls warns for every client that sends an IP address as SNI (wrk,
+    // curl to an IP): any client could flood the log with it, so only its
+    // errors are shown.
+    let directives = if level == "off" { level.to_string() } else { format!("{level},rustls=error") };
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

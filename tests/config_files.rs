@@ -92,9 +92,12 @@ impl TestCerts {
         TestCerts { dir }
     }
 
-    /// `text` with every `./certs/` path pointing into this directory.
+    /// `text` with every `./certs/` path (the examples) and `certs/` file
+    /// name (the perf configs, relative to their scratch dir) pointing into
+    /// this directory.
     fn rewrite(&self, text: &str) -> String {
-        text.replace("./certs/", &format!("{}/", self.dir.display()))
+        let dir = format!("{}/", self.dir.display());
+        text.replace("./certs/", &dir).replace("filename: certs/", &format!("filename: {dir}"))
     }
 }
 

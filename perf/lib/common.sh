@@ -19,6 +19,12 @@ PROXY_PORT=15201     # every proxy listens here, one at a time
 ADMIN_PORT=9902      # Envoy/ringway admin (<mode>-envoy.yaml)
 HTTP_UPSTREAM_PORT=8000   # nginx-upstream.conf (MODE=http)
 HTTP_PROXY_PORT=18080     # every HTTP proxy listens here, one at a time
+# MODE=tls: the double proxy's side A listens on PROXY_PORT (15201, admin
+# ADMIN_PORT), side B on TLS_B_PORT (admin ADMIN_B_PORT); the HTTPS proxies
+# on HTTPS_PROXY_PORT (admin ADMIN_PORT).  See tls-*-envoy.yaml, https-envoy.yaml.
+TLS_B_PORT=15202
+ADMIN_B_PORT=9903
+HTTPS_PROXY_PORT=18443
 PROXY_CPU=${PROXY_CPU:-0}              # the proxy's one core
 LOAD_CPU=${LOAD_CPU:-1}                # load generator + upstream share this core
 READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds to wait for a listener
@@ -36,11 +42,14 @@ init_work_dir() {
   mkdir -p "$WORK_DIR"
 }
 
-# use_mode_ports MODE : set UPSTREAM_PORT/PROXY_PORT for tcp or http.
+# use_mode_ports MODE : set UPSTREAM_PORT/PROXY_PORT for tcp, http, tls-mtls
+# or tls-https.
 use_mode_ports() {
   case $1 in
     tcp) UPSTREAM_PORT=5201 PROXY_PORT=15201 ;;
     http) UPSTREAM_PORT=$HTTP_UPSTREAM_PORT PROXY_PORT=$HTTP_PROXY_PORT ;;
+    tls-mtls) UPSTREAM_PORT=5201 PROXY_PORT=15201 ;;  # side A; B on TLS_B_PORT
+    tls-https) UPSTREAM_PORT=$HTTP_UPSTREAM_PORT PROXY_PORT=$HTTPS_PROXY_PORT ;;
     *) die "use_mode_ports: unknown mode $1" ;;
   esac
 }
@@ -56,9 +65,11 @@ declare -a STARTED_PIDS=()
 
 # start_bg NAME CPU CMD... : start CMD pinned to CPU, logs in $WORK_DIR/NAME.log.
 # Sets BG_PID.  `taskset` execs the command, so BG_PID is the command itself.
+# With BG_CWD set, CMD runs in that directory (`env -C` execs it too).
 start_bg() {
   local name=$1 cpu=$2
   shift 2
+  if [[ -n ${BG_CWD:-} ]]; then set -- env -C "$BG_CWD" "$@"; fi
   taskset -c "$cpu" "$@" >"$WORK_DIR/$name.log" 2>&1 </dev/null &
   BG_PID=$!
   STARTED_PIDS+=("$BG_PID")
@@ -165,7 +176,7 @@ nginx_has_stream() {
 }
 
 # ensure_tools NAME... : make sure the named tools exist (iperf3 wrk nginx
-# nginx-http haproxy perf python3), installing the Debian packages for missing
+# nginx-http haproxy perf python3 openssl cc), installing the Debian packages for missing
 # ones.  `nginx` is nginx with the stream module (TCP proxy); `nginx-http`
 # is plain nginx (HTTP upstream and proxy).
 ensure_tools() {
@@ -189,6 +200,8 @@ ensure_tools() {
         perf --version >/dev/null 2>&1 || pkgs+=(linux-perf)
         ;;
       python3) command -v python3 >/dev/null || pkgs+=(python3) ;;
+      openssl) command -v openssl >/dev/null || pkgs+=(openssl) ;;
+      cc) command -v cc >/dev/null || pkgs+=(gcc libc6-dev) ;;
       unzip) command -v unzip >/dev/null || pkgs+=(unzip) ;;
       pip) python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip) ;;
       *) die "ensure_tools: unknown tool $t" ;;
@@ -206,6 +219,7 @@ ensure_tools() {
 ensure_envoy() {
   if [[ -n ${ENVOY_BIN:-} ]]; then
     [[ -x $ENVOY_BIN ]] || die "ENVOY_BIN=$ENVOY_BIN is not executable"
+    ENVOY_BIN=$(realpath "$ENVOY_BIN")
     return 0
   fi
   local cached="$CACHE_DIR/envoy"
@@ -249,6 +263,8 @@ ensure_envoy() {
 ensure_ringway() {
   if [[ -n ${RINGWAY_BIN:-} ]]; then
     [[ -x $RINGWAY_BIN ]] || die "RINGWAY_BIN=$RINGWAY_BIN is not executable"
+    # Absolute: MODE=tls starts proxies in the scratch dir.
+    RINGWAY_BIN=$(realpath "$RINGWAY_BIN")
     return 0
   fi
   log "cargo build --release (set RINGWAY_BIN to skip)"
@@ -303,11 +319,17 @@ proxy_cmd() {
                  --disable-hot-restart --log-level warn)
       ;;
     nginx)
-      local prefix="$WORK_DIR/nginx" mod
+      local prefix="$WORK_DIR/nginx" mod conf="$CONFIG_DIR/nginx-$mode.conf"
       mkdir -p "$prefix"
       mod=
       [[ $mode != tcp ]] || mod=$(nginx_stream_module)
-      PROXY_CMD=(nginx -c "$CONFIG_DIR/nginx-$mode.conf" -p "$prefix/"
+      if [[ $mode == https ]]; then
+        # nginx resolves ssl_certificate against the -c file's directory:
+        # run the file through a symlink in the scratch dir, next to certs/.
+        ln -sf "$conf" "$WORK_DIR/nginx-$mode.conf"
+        conf="$WORK_DIR/nginx-$mode.conf"
+      fi
+      PROXY_CMD=(nginx -c "$conf" -p "$prefix/"
                  -e "$prefix/error.log"
                  -g "${mod:+load_module $mod; }daemon off;")
       ;;
@@ -343,22 +365,27 @@ proxy_version() {
 }
 
 PROXY_PID=
-# start_proxy NAME MODE : start NAME pinned to PROXY_CPU, wait for its
-# listener.  Sets PROXY_PID.
+# start_proxy NAME MODE [PORT ADMIN LOGNAME] : start NAME with its MODE
+# config, pinned to PROXY_CPU, and wait for its listener on PORT (default
+# PROXY_PORT; ADMIN defaults to ADMIN_PORT; the log is LOGNAME.log, default
+# NAME.log).  Sets PROXY_PID.  The TLS configs (modes tls-*, https) name
+# their certificate files relative to the scratch dir: those run there.
 start_proxy() {
-  local name=$1 mode=$2
-  "${PERFUTIL[@]}" listening "$PROXY_PORT" &&
-    die "port $PROXY_PORT already in use before starting $name"
+  local name=$1 mode=$2 port=${3:-$PROXY_PORT} admin=${4:-$ADMIN_PORT}
+  local logname=${5:-$1} BG_CWD=
+  "${PERFUTIL[@]}" listening "$port" &&
+    die "port $port already in use before starting $name"
   if [[ $name == ringway || $name == envoy ]]; then
-    "${PERFUTIL[@]}" listening "$ADMIN_PORT" &&
-      die "admin port $ADMIN_PORT (from $mode-envoy.yaml) already in use before starting $name"
+    "${PERFUTIL[@]}" listening "$admin" &&
+      die "admin port $admin (from $mode-envoy.yaml) already in use before starting $name"
   fi
   proxy_cmd "$name" "$mode"
-  start_bg "$name" "$PROXY_CPU" "${PROXY_CMD[@]}"
+  case $mode in tls-* | https) BG_CWD=$WORK_DIR ;; esac
+  start_bg "$logname" "$PROXY_CPU" "${PROXY_CMD[@]}"
   PROXY_PID=$BG_PID
-  if ! wait_listen "$PROXY_PORT" "$PROXY_PID"; then
-    log "$name exited or did not listen on $HOST:$PROXY_PORT within ${READY_TIMEOUT}s; log:"
-    sed 's/^/    /' "$WORK_DIR/$name.log" >&2 || true
+  if ! wait_listen "$port" "$PROXY_PID"; then
+    log "$name exited or did not listen on $HOST:$port within ${READY_TIMEOUT}s; log:"
+    sed 's/^/    /' "$WORK_DIR/$logname.log" >&2 || true
     stop_pid "$PROXY_PID"
     PROXY_PID=
     return 1
@@ -375,4 +402,98 @@ stop_proxy() {
   PROXY_PID=
   wait_free "$PROXY_PORT" || die "port $PROXY_PORT still in use after stopping proxy"
   wait_free "$ADMIN_PORT" || die "admin port $ADMIN_PORT still in use after stopping proxy"
+}
+
+# --------------------------------------------------------------------------
+# TLS (MODE=tls).
+# --------------------------------------------------------------------------
+
+# make_certs DIR : a throwaway CA and the certificates every TLS proxy reads
+# (ECDSA P-256, SHA-256, valid for 2 days):
+#   ca.pem                 the test CA (trusted_ca / ca-file everywhere)
+#   server.pem, .key       SAN DNS:server.ringway.test, IP:127.0.0.1 (serverAuth)
+#   client.pem, .key       SAN URI:spiffe://ringway.test/client (clientAuth)
+#   intruder.pem, .key     the same CA, SAN URI:spiffe://ringway.test/intruder:
+#                          for checking that side B refuses it
+#   {server,client,intruder}-bundle.pem   certificate then key (HAProxy's `crt`)
+make_certs() {
+  local dir=$1
+  [[ -n $dir ]] || die "make_certs: no directory"
+  mkdir -p "$dir"
+  cat >"$dir/openssl.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+[dn]
+[ca_ext]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = DNS:server.ringway.test, IP:127.0.0.1
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = URI:spiffe://ringway.test/client
+[intruder]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = URI:spiffe://ringway.test/intruder
+CNF
+  local err="$dir/openssl.err" name
+  # Each step stops the function (not only a subshell) on failure.
+  _ossl() { openssl "$@" 2>>"$err" || { cat "$err" >&2; die "openssl $1 failed (certificates in $dir)"; }; }
+  (umask 077 && _ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/ca.key") || exit 1
+  _ossl req -new -x509 -config "$dir/openssl.cnf" -extensions ca_ext -key "$dir/ca.key" \
+    -subj "/O=ringway perf/CN=ringway perf CA" -days 2 -sha256 -out "$dir/ca.pem"
+  for name in server client intruder; do
+    (umask 077 && _ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$name.key") || exit 1
+    _ossl req -new -config "$dir/openssl.cnf" -key "$dir/$name.key" \
+      -subj "/O=ringway perf/CN=$name.ringway.test" -out "$dir/$name.csr"
+    _ossl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+      -CAcreateserial -CAserial "$dir/ca.srl" -extfile "$dir/openssl.cnf" \
+      -extensions "$name" -days 2 -sha256 -out "$dir/$name.pem"
+    _ossl verify -CAfile "$dir/ca.pem" "$dir/$name.pem" >/dev/null
+    (umask 077 && cat "$dir/$name.pem" "$dir/$name.key" >"$dir/$name-bundle.pem") || exit 1
+    rm -f "$dir/$name.csr"
+  done
+  rm -f "$dir/ca.srl" "$err"
+}
+
+# tls_session_probe PORT CAFILE : one HTTPS GET with openssl s_client (the
+# library wrk uses, default settings), then a second one offering the
+# session the first one got.  Prints "<version> <suite> <group>, resumes" (or
+# "does not resume"): what a default OpenSSL 3 client negotiates with the
+# proxy, and whether the proxy lets it resume.
+tls_session_probe() {
+  local port=$1 ca=$2 out1 out2 sess="$WORK_DIR/probe-session.pem"
+  local req=$'GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'
+  rm -f "$sess"
+  # -ign_eof: read up to the server's close, so that the session tickets
+  # sent after the handshake are received and saved (-sess_out).
+  out1=$(printf '%s' "$req" | timeout 10 openssl s_client -connect "$HOST:$port" \
+           -CAfile "$ca" -verify_return_error -sess_out "$sess" -ign_eof 2>&1) || true
+  if [[ $out1 != *"Verify return code: 0 (ok)"* ]]; then
+    printf 'handshake or verification FAILED'
+    return 1
+  fi
+  local proto suite group resumed="does not resume"
+  read -r proto suite < <(sed -n 's/^\(New\|Reused\), \(TLSv[0-9.]*\), Cipher is \(.*\)$/\2 \3/p' <<<"$out1" | head -n1)
+  group=$(sed -n 's/^\(Server \|Negotiated TLS1.3 group\)[^:]*: *\([^, ]*\).*/\2/p' <<<"$out1" | head -n1)
+  if [[ -s $sess ]]; then
+    out2=$(printf '%s' "$req" | timeout 10 openssl s_client -connect "$HOST:$port" \
+             -CAfile "$ca" -sess_in "$sess" -ign_eof 2>&1) || true
+    [[ $out2 == *"Reused, TLSv1."* ]] && resumed=resumes
+  fi
+  printf '%s %s %s, %s' "${proto:-?}" "${suite:-?}" "${group:-?}" "$resumed"
 }

@@ -11,17 +11,34 @@ Subcommands:
                               used so far by PID's process tree
   affinity PID CPULIST        warn on stderr about threads in PID's tree
                               allowed to run outside CPULIST
-  measure --label L --streams N [--pid PID] --json FILE --append RAW -- CMD...
+  measure --label L --streams N [--pid PID]... --json FILE --append RAW
+          [--field K=V]... -- CMD...
                               run CMD (an `iperf3 -J` client), sample the
                               proxy tree's CPU time around it and append
-                              one JSON line of results to RAW
+                              one JSON line of results to RAW.  With several
+                              --pid (a double proxy), their CPU times are
+                              summed, and also kept one by one (cpu_parts);
+                              --field adds K=V to the JSON line
   measure --tool wrk --label L --scenario S [--pid PID] --out FILE
           --append RAW -- CMD...
                               the same for a `wrk --latency -s latency.lua`
                               client (HTTP mode)
-  probe URL [--length N]      one GET; exit 0 iff it answers 200 (with an
-                              N-byte body if given)
-  table RAW MD [--mode tcp|http] [--title T] [--meta K=V ...]
+  probe URL [--length N] [--body B] [--cafile CA]
+                              one GET; exit 0 iff it answers 200 (with an
+                              N-byte body if given).  https: the server's
+                              certificate is checked against CA
+  stats URL --save FILE [--since FILE] [--match REGEX]
+                              fetch an Envoy-style /stats page (name: value
+                              lines), save it, and print the counters
+                              matching REGEX that grew since the --since
+                              file (all non-zero ones without it)
+  mtls-check --port P --upstream-port U --certs DIR
+                              check that the mTLS listener on P passes a
+                              client with certs/client.pem to the upstream
+                              port U (played by an echo server here) and
+                              refuses one without a certificate and one
+                              with certs/intruder.pem (right CA, wrong SAN)
+  table RAW MD [--mode tcp|http|tls] [--title T] [--meta K=V ...]
         [--baseline NAME]     render RAW as a markdown table, print it and
                               write it to MD
 """
@@ -194,18 +211,20 @@ def _run_sampled(args):
     """Run args.cmd (stdout to args.out), sampling the proxy tree's CPU time
     and the listed cores' busy time around it.  Returns (rc, row)."""
     cores = [int(c) for c in args.cores.split(",") if c != ""]
-    cpu0 = tree_cpu_seconds(args.pid) if args.pid else None
+    pids = _pids(args)
+    cpu0 = [tree_cpu_seconds(p) for p in pids]
     core0 = core_times(cores)
     t0 = time.monotonic()
     with open(args.out, "w") as out:
         rc = subprocess.call(args.cmd, stdout=out)
     wall = time.monotonic() - t0
     core1 = core_times(cores)
-    cpu1 = tree_cpu_seconds(args.pid) if args.pid else None
+    cpu1 = [tree_cpu_seconds(p) for p in pids]
+    parts = [round(b - a, 3) for a, b in zip(cpu0, cpu1)]
     row = {
         "label": args.label,
         "wall_s": round(wall, 3),
-        "cpu_s": None if cpu0 is None else round(cpu1 - cpu0, 3),
+        "cpu_s": round(sum(parts), 3) if pids else None,
         "error": None,
         # % busy of each listed core over the run, whoever used it.
         "core_busy": {
@@ -220,7 +239,26 @@ def _run_sampled(args):
             for c in cores if c in core0 and c in core1
         },
     }
+    if len(pids) > 1:
+        # A double proxy: each process's share (in --pid order).
+        row["cpu_parts"] = parts
+    for kv in args.field or []:
+        k, _, v = kv.partition("=")
+        row[k] = v
     return rc, row
+
+
+def _pids(args):
+    """The proxy PIDs given with --pid (0: none, e.g. the direct row)."""
+    return [p for p in (args.pid or []) if p]
+
+
+def _cpu_msg(row, seconds):
+    msg = f", proxy CPU {100 * row['cpu_s'] / seconds:.0f}%"
+    if row.get("cpu_parts"):
+        msg += " (" + " + ".join(f"{100 * c / seconds:.0f}%"
+                                 for c in row["cpu_parts"]) + ")"
+    return msg
 
 
 def _cores_msg(row):
@@ -266,9 +304,15 @@ def measure(args):
         return 1
     msg = f"    {args.label} P={args.streams}: {row['bps'] / 1e9:.2f} Gbit/s"
     if row["cpu_s"] is not None:
-        msg += f", proxy CPU {100 * row['cpu_s'] / row['seconds']:.0f}%"
+        msg += _cpu_msg(row, row["seconds"])
     msg += _cores_msg(row)
     print(msg, file=sys.stderr)
+    if args.suspect:
+        cores = args.cores.split(",") if args.cores else [""]
+        why = _suspect(row, cores[0], cores[0] in cores[1:])
+        if why:
+            print(f"perf: warning: {args.label} P={args.streams}: {why}; "
+                  "this run is suspect", file=sys.stderr)
     return 0
 
 
@@ -337,7 +381,7 @@ def _suspect(row, proxy_core, shared):
 def measure_wrk(args):
     rc, row = _run_sampled(args)
     row = {"label": row.pop("label"), "scenario": args.scenario, **row}
-    if args.pid and not is_alive(args.pid):
+    if any(not is_alive(p) for p in _pids(args)):
         # Its CPU time is gone with it, and wrk measured a dying proxy.
         row["error"] = "proxy exited during the run"
         row["cpu_s"] = None
@@ -371,7 +415,7 @@ def measure_wrk(args):
     msg = (f"{what}: {row['rps']:.0f} req/s, p50 {row['p50_ms']:.2f} ms, "
            f"p99 {row['p99_ms']:.2f} ms, p99.9 {row['p999_ms']:.2f} ms")
     if row["cpu_s"] is not None:
-        msg += f", proxy CPU {100 * row['cpu_s'] / row['seconds']:.0f}%"
+        msg += _cpu_msg(row, row["seconds"])
     msg += _cores_msg(row)
     if row["non2xx"] or errs:
         msg += (f", NON-2xx {row['non2xx']}, socket errors "
@@ -394,8 +438,13 @@ def measure_wrk(args):
 def probe(args):
     """One GET; 0 iff status 200 (and the body has --length bytes)."""
     req = urllib.request.Request(args.url)
+    ctx = None
+    if args.cafile:
+        import ssl
+        # Checks the chain and the name (here the IP SAN 127.0.0.1).
+        ctx = ssl.create_default_context(cafile=args.cafile)
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
             body = resp.read()
             status = resp.status
     except urllib.error.HTTPError as e:
@@ -418,6 +467,129 @@ def probe(args):
     return 0
 
 
+def _read_stats(text):
+    out = {}
+    for line in text.splitlines():
+        name, sep, val = line.partition(": ")
+        if sep and val.strip().lstrip("-").isdigit():
+            out[name.strip()] = int(val)
+    return out
+
+
+def stats(args):
+    """Save an admin /stats page; print matching counters that grew."""
+    try:
+        with urllib.request.urlopen(args.url, timeout=5) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as e:
+        print(f"perf: stats {args.url}: {e}", file=sys.stderr)
+        return 1
+    with open(args.save, "w") as f:
+        f.write(text)
+    new = _read_stats(text)
+    old = {}
+    if args.since:
+        try:
+            with open(args.since) as f:
+                old = _read_stats(f.read())
+        except OSError:
+            pass
+    rx = re.compile(args.match or ".")
+    for name in sorted(new):
+        d = new[name] - old.get(name, 0)
+        if d and rx.search(name):
+            print(f"{name} +{d}" if args.since else f"{name} {new[name]}")
+    return 0
+
+
+def mtls_check(args):
+    """Three TLS clients against an mTLS listener whose upstream is an echo
+    server run here: the client certificate must get through (its bytes
+    come back), no certificate and the intruder's (same CA, another SAN)
+    must not."""
+    import socket
+    import ssl
+    import threading
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        srv.bind(("127.0.0.1", args.upstream_port))
+    except OSError as e:
+        print(f"perf: mtls-check: cannot listen on {args.upstream_port}: {e}",
+              file=sys.stderr)
+        return 1
+    srv.listen(16)
+    stop = threading.Event()
+
+    def echo(conn):
+        with conn:
+            conn.settimeout(5)
+            try:
+                while True:
+                    b = conn.recv(4096)
+                    if not b:
+                        return
+                    conn.sendall(b)
+            except OSError:
+                return
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=echo, args=(c,), daemon=True).start()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+
+    def attempt(cert):
+        ctx = ssl.create_default_context(
+            cafile=os.path.join(args.certs, "ca.pem"))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if cert:
+            ctx.load_cert_chain(os.path.join(args.certs, f"{cert}.pem"),
+                                os.path.join(args.certs, f"{cert}.key"))
+        msg = b"ringway-perf mtls check\n"
+        try:
+            with socket.create_connection(("127.0.0.1", args.port),
+                                          timeout=5) as raw:
+                with ctx.wrap_socket(
+                        raw, server_hostname=args.server_name) as tls:
+                    tls.sendall(msg)
+                    got = b""
+                    while len(got) < len(msg):
+                        b = tls.recv(4096)
+                        if not b:
+                            break
+                        got += b
+            if got == msg:
+                return True, "relayed"
+            return False, "closed without relaying"
+        except ssl.SSLError as e:
+            return False, f"refused ({e.reason or e})"
+        except OSError as e:
+            return False, f"refused ({e})"
+
+    rc = 0
+    results = []
+    for cert, want in (("client", True), (None, False), ("intruder", False)):
+        ok, why = attempt(cert)
+        good = ok == want
+        rc |= 0 if good else 1
+        results.append(f"{cert or 'no certificate'}: {why}"
+                       + ("" if good else " (WRONG)"))
+    stop.set()
+    srv.close()
+    print("; ".join(results))
+    return rc
+
+
 # --------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------
@@ -429,7 +601,7 @@ def _aggregate(rows):
         return {"error": rows[-1].get("error", "failed")}
     gbps = statistics.mean(r["bps"] / 1e9 for r in ok)
     agg = {"gbps": gbps, "n": len(ok), "cpu": None, "eff": None,
-           "core_busy": {}}
+           "cpu_parts": None, "core_busy": {}}
     for c in ok[0].get("core_busy", {}):
         vals = [r["core_busy"][c] for r in ok if c in r.get("core_busy", {})]
         if vals:
@@ -442,20 +614,79 @@ def _aggregate(rows):
         bits = sum(r["bytes"] * 8 for r in ok)
         agg["cpu"] = 100.0 * cpu_s / secs
         agg["eff"] = (bits / 1e9) / cpu_s if cpu_s > 0 else None
+        agg["cpu_parts"] = _aggregate_parts(ok, secs)
     return agg
+
+
+def _aggregate_parts(ok, secs):
+    """CPU % of each process of a double proxy, or None."""
+    if not all(r.get("cpu_parts") for r in ok):
+        return None
+    n = len(ok[0]["cpu_parts"])
+    if any(len(r["cpu_parts"]) != n for r in ok):
+        return None
+    return [100.0 * sum(r["cpu_parts"][i] for r in ok) / secs
+            for i in range(n)]
 
 
 def _fmt(x, spec, suffix=""):
     return "n/a" if x is None else f"{x:{spec}}{suffix}"
 
 
-def table_tcp(args):
+def _read_rows(path):
     rows = []
-    with open(args.raw) as f:
+    with open(path) as f:
         for line in f:
             if line.strip():
                 rows.append(json.loads(line))
+    return rows
 
+
+def _core_cols(args):
+    core_cols = []  # (core, label)
+    for c, name in ((args.proxy_core, "proxy"), (args.load_core, "load")):
+        if c is not None:
+            core_cols.append((str(c), f"{name} core busy %"))
+    return core_cols
+
+
+def _suspect_runs(cells, args, describe):
+    """'<label> <what> run i: why' for each suspect run of cells."""
+    pc = None if args.proxy_core is None else str(args.proxy_core)
+    shared = args.proxy_core == args.load_core
+    out = []
+    for (lb, key), rs in cells.items():
+        for i, r in enumerate(rs, 1):
+            why = None if r.get("error") else _suspect(r, pc, shared)
+            if why:
+                out.append(f"{lb} {describe(key)} run {i}: {why}")
+    return out
+
+
+def _doc_head(args):
+    doc = []
+    if args.title:
+        doc += [f"# {args.title}", ""]
+    for kv in args.meta or []:
+        k, _, v = kv.partition("=")
+        doc.append(f"- **{k}**: {v}")
+    if args.meta:
+        doc.append("")
+    return doc
+
+
+def _write_doc(args, doc):
+    text = "\n".join(doc)
+    os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
+    with open(args.md, "w") as f:
+        f.write(text)
+
+
+def _tcp_table(rows, args, name=None, parts=None):
+    """The iperf3 table.  name(label) -> what the first column shows;
+    parts: headers of per-process CPU % columns (a double proxy).
+    Returns (table, peers, core_cols, failed, suspect, agg)."""
+    name = name or (lambda lb: lb)
     labels, streams = [], []
     cells = {}
     for r in rows:
@@ -469,11 +700,11 @@ def table_tcp(args):
     base = args.baseline
     peers = [lb for lb in labels if lb != base] if base in labels else []
 
-    header = ["proxy", "streams", "Gbit/s", "proxy CPU %", "Gbit/s per CPU"]
-    core_cols = []  # (core, label)
-    for c, name in ((args.proxy_core, "proxy"), (args.load_core, "load")):
-        if c is not None:
-            core_cols.append((str(c), f"{name} core busy %"))
+    header = ["proxy" if parts is None else "proxy pair", "streams", "Gbit/s",
+              "proxy CPU %"]
+    header += list(parts or [])
+    header += ["Gbit/s per CPU"]
+    core_cols = _core_cols(args)
     header += [h for _, h in core_cols]
     header += [f"{base} ÷ {p} (Gbit/s)" if p == "direct"
                else f"{base} ÷ {p} (Gbit/s · per-CPU)" for p in peers]
@@ -484,12 +715,15 @@ def table_tcp(args):
             if a is None:
                 continue
             if "error" in a:
-                line = ([lb, str(s), "FAILED", "", ""] + [""] * len(core_cols)
-                        + [""] * len(peers))
-                body.append(line)
+                body.append([name(lb), str(s), "FAILED"]
+                            + [""] * (len(header) - 3))
                 continue
-            line = [lb, str(s), _fmt(a["gbps"], ".2f"),
-                    _fmt(a["cpu"], ".0f", "%"), _fmt(a["eff"], ".2f")]
+            line = [name(lb), str(s), _fmt(a["gbps"], ".2f"),
+                    _fmt(a["cpu"], ".0f", "%")]
+            for i in range(len(parts or [])):
+                v = a["cpu_parts"][i] if a["cpu_parts"] else None
+                line.append(_fmt(v, ".0f", "%"))
+            line.append(_fmt(a["eff"], ".2f"))
             line += [_fmt(a["core_busy"].get(c), ".0f", "%") for c, _ in core_cols]
             for p in peers:
                 pa = agg.get((p, s))
@@ -502,26 +736,18 @@ def table_tcp(args):
                     cell += f" · {a['eff'] / pa['eff']:.2f}×"
                 line.append(cell)
             body.append(line)
+    failed = sorted({f"{lb} P={s}: {r['error']}" for (lb, s), rs in cells.items()
+                     for r in rs if r.get("error")})
+    suspect = _suspect_runs(cells, args, lambda s: f"P={s}")
+    return _md_table(header, body), peers, core_cols, failed, suspect, agg
 
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(header)]
 
-    def md_row(cols):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |"
+def table_tcp(args):
+    rows = _read_rows(args.raw)
+    tbl, peers, core_cols, _, _, agg = _tcp_table(rows, args)
+    base = args.baseline
 
-    out = [md_row(header),
-           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [md_row(b) for b in body]
-    tbl = "\n".join(out)
-
-    doc = []
-    if args.title:
-        doc += [f"# {args.title}", ""]
-    for kv in args.meta or []:
-        k, _, v = kv.partition("=")
-        doc.append(f"- **{k}**: {v}")
-    if args.meta:
-        doc.append("")
+    doc = _doc_head(args)
     doc += [tbl, ""]
     if peers:
         doc += [
@@ -547,10 +773,7 @@ def table_tcp(args):
             "the iperf3 core, not the proxy, limited Gbit/s.",
             "",
         ]
-    text = "\n".join(doc)
-    os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
-    with open(args.md, "w") as f:
-        f.write(text)
+    _write_doc(args, doc)
     print(tbl)
     return 0 if all("error" not in a for a in agg.values()) else 1
 
@@ -561,6 +784,25 @@ SCENARIOS = {
     "1m": ("keep-alive /1m", "`wrk -t1 -c16 /1m`, keep-alive, 1 MiB body"),
     "close": ("close /small", "`wrk -t1 -c64 -H 'Connection: close' /small`, "
               "a new connection per request"),
+}
+
+# MODE=tls (https://127.0.0.1:18443).
+TLS_SCENARIOS = {
+    "small": ("keep-alive /small", "`wrk -t1 -c64 https://…/small`, "
+              "keep-alive, 12-byte body (64 handshakes at the start, then "
+              "only record encryption)"),
+    "1m": ("keep-alive /1m", "`wrk -t1 -c16 https://…/1m`, keep-alive, "
+           "1 MiB body"),
+    "close": ("close /small, full handshake",
+              "`wrk -t1 -c64 -H 'Connection: close' https://…/small` with "
+              "session reuse turned off in wrk (lib/wrk-no-resume.c): a new "
+              "connection and a full TLS 1.3 handshake (certificate signed by "
+              "the proxy, X25519) per request"),
+    "resume": ("close /small, resumed",
+               "the same, but wrk offers the session from its previous "
+               "connection (its default): a TLS 1.3 PSK resumption (with "
+               "X25519) per request wherever the proxy issued a ticket, a full "
+               "handshake where it did not"),
 }
 
 
@@ -618,13 +860,9 @@ def _md_table(header, body):
     return "\n".join(out)
 
 
-def table_http(args):
-    rows = []
-    with open(args.raw) as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-
+def _http_table(rows, args, scenarios):
+    """The wrk table.  Returns (table, peers, core_cols, failed, suspect,
+    scens, agg)."""
     labels, scens = [], []
     cells = {}
     for r in rows:
@@ -640,16 +878,13 @@ def table_http(args):
 
     header = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "p99.9 ms",
               "non-2xx", "socket errors", "proxy CPU %", "req per CPU-s"]
-    core_cols = []
-    for c, name in ((args.proxy_core, "proxy"), (args.load_core, "load")):
-        if c is not None:
-            core_cols.append((str(c), f"{name} core busy %"))
+    core_cols = _core_cols(args)
     header += [h for _, h in core_cols]
     header += [f"{base} ÷ {p} (req/s)" if p == "direct"
                else f"{base} ÷ {p} (req/s · per-CPU)" for p in peers]
     body = []
     for s in scens:
-        name = SCENARIOS.get(s, (s, s))[0]
+        name = scenarios.get(s, (s, s))[0]
         for lb in labels:
             a = agg.get((lb, s))
             if a is None:
@@ -674,36 +909,15 @@ def table_http(args):
                     cell += f" · {a['eff'] / pa['eff']:.2f}×"
                 line.append(cell)
             body.append(line)
-    tbl = _md_table(header, body)
-
     failed = sorted({f"{lb} {s}: {r['error']}" for (lb, s), rs in cells.items()
                      for r in rs if r.get("error")})
-    pc = None if args.proxy_core is None else str(args.proxy_core)
-    shared = args.proxy_core == args.load_core
-    suspect = []
-    for (lb, s), rs in cells.items():
-        for i, r in enumerate(rs, 1):
-            why = None if r.get("error") else _suspect(r, pc, shared)
-            if why:
-                suspect.append(f"{lb} {SCENARIOS.get(s, (s,))[0]} run {i}: {why}")
+    suspect = _suspect_runs(cells, args,
+                            lambda s: scenarios.get(s, (s,))[0])
+    return _md_table(header, body), peers, core_cols, failed, suspect, scens, agg
+
+
+def _http_notes(base, peers, core_cols, load_what):
     doc = []
-    if args.title:
-        doc += [f"# {args.title}", ""]
-    for kv in args.meta or []:
-        k, _, v = kv.partition("=")
-        doc.append(f"- **{k}**: {v}")
-    if args.meta:
-        doc.append("")
-    doc += [tbl, ""]
-    if failed:
-        doc += ["Failed runs:", ""] + [f"- {f}" for f in failed] + [""]
-    if suspect:
-        doc += ["Suspect runs (included above; other work on the proxy core "
-                "or hypervisor steal > 5%):", ""] + [f"- {x}" for x in suspect] + [""]
-    doc += ["Scenarios: " + "; ".join(
-        f"**{SCENARIOS[s][0]}** = {SCENARIOS[s][1]}" for s in scens
-        if s in SCENARIOS) + f"; each for the run's duration, repeats "
-        "averaged.", ""]
     if peers:
         doc += [
             f"Ratios (on {base} rows): {base} req/s ÷ peer req/s, then "
@@ -729,22 +943,109 @@ def table_http(args):
         doc += [
             "core busy % = non-idle time (user+nice+system+irq+softirq; "
             "iowait counts as idle) of the proxy's core and of the load "
-            "core (wrk + upstream nginx), from /proc/stat, whoever ran "
+            f"core ({load_what}), from /proc/stat, whoever ran "
             "there. A proxy well under 100% with the load core near 100% is "
             "load-bound: wrk and the upstream, not the proxy, limited req/s.",
             "",
         ]
-    text = "\n".join(doc)
-    os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
-    with open(args.md, "w") as f:
-        f.write(text)
+    return doc
+
+
+def _failed_suspect_notes(failed, suspect):
+    doc = []
+    if failed:
+        doc += ["Failed runs:", ""] + [f"- {f}" for f in failed] + [""]
+    if suspect:
+        doc += ["Suspect runs (included above; other work on the proxy core "
+                "or hypervisor steal > 5%):", ""] + [f"- {x}" for x in suspect] + [""]
+    return doc
+
+
+def table_http(args):
+    rows = _read_rows(args.raw)
+    tbl, peers, core_cols, failed, suspect, scens, agg = _http_table(
+        rows, args, SCENARIOS)
+    base = args.baseline
+    doc = _doc_head(args)
+    doc += [tbl, ""]
+    doc += _failed_suspect_notes(failed, suspect)
+    doc += ["Scenarios: " + "; ".join(
+        f"**{SCENARIOS[s][0]}** = {SCENARIOS[s][1]}" for s in scens
+        if s in SCENARIOS) + f"; each for the run's duration, repeats "
+        "averaged.", ""]
+    doc += _http_notes(base, peers, core_cols, "wrk + upstream nginx")
+    _write_doc(args, doc)
     print(tbl)
     return 0 if all("error" not in a for a in agg.values()) else 1
+
+
+def table_tls(args):
+    """MODE=tls: the double proxy (iperf3, rows with part=mtls) and HTTPS
+    (wrk, rows with part=https), one table each, in one document."""
+    rows = _read_rows(args.raw)
+    mtls = [r for r in rows if r.get("part") == "mtls"]
+    https = [r for r in rows if r.get("part") == "https"]
+    base = args.baseline
+    doc = _doc_head(args)
+    printed = []
+    ok = True
+    if mtls:
+        tbl, peers, core_cols, failed, suspect, agg = _tcp_table(
+            mtls, args, name=lambda lb: lb if lb == "direct" else f"{lb}⇄{lb}",
+            parts=("A CPU %", "B CPU %"))
+        ok &= all("error" not in a for a in agg.values())
+        printed.append("Double proxy, mutual TLS between the proxies "
+                       "(iperf3):\n\n" + tbl)
+        doc += ["## Double proxy: iperf3 through A (plain in, mTLS out) and "
+                "B (mTLS in, plain out)", "", tbl, ""]
+        doc += _failed_suspect_notes(failed, suspect)
+        if peers:
+            doc += [
+                f"Ratios (on {base} rows): {base}⇄{base} Gbit/s ÷ peer pair "
+                f"Gbit/s, then Gbit/s-per-CPU ÷ peer pair Gbit/s-per-CPU, at "
+                "the same stream count. >1× means ringway is better. For "
+                "`direct` (no proxy) only the throughput ratio applies.",
+                "",
+            ]
+        doc += [
+            "proxy CPU % = utime+stime of both proxy processes (A and B, "
+            "all threads, both pinned to the proxy core) ÷ iperf3's measured "
+            "interval; A CPU % and B CPU % are each process's share. Gbit/s "
+            "per CPU = Gbit/s ÷ (proxy CPU % / 100) = Gbit carried through "
+            "both proxies per proxy CPU-second. The two proxies share one "
+            "core, so the pair is CPU-bound at 100%.",
+            "",
+        ]
+        if core_cols:
+            doc += [
+                "core busy % = non-idle time of the proxy core (A and B) and "
+                "of the load core (iperf3 client and server), from "
+                "/proc/stat, whoever ran there.",
+                "",
+            ]
+    if https:
+        tbl, peers, core_cols, failed, suspect, scens, agg = _http_table(
+            https, args, TLS_SCENARIOS)
+        ok &= all("error" not in a for a in agg.values())
+        printed.append("HTTPS (wrk, TLS terminated by the proxy):\n\n" + tbl)
+        doc += ["## HTTPS: wrk → proxy (TLS termination) → plain HTTP to the "
+                "nginx origin", "", tbl, ""]
+        doc += _failed_suspect_notes(failed, suspect)
+        doc += ["Scenarios: " + "; ".join(
+            f"**{TLS_SCENARIOS[s][0]}** = {TLS_SCENARIOS[s][1]}" for s in scens
+            if s in TLS_SCENARIOS) + "; each for the run's duration, repeats "
+            "averaged.", ""]
+        doc += _http_notes(base, peers, core_cols, "wrk + upstream nginx")
+    _write_doc(args, doc)
+    print("\n\n".join(printed))
+    return 0 if ok else 1
 
 
 def table(args):
     if args.mode == "http":
         return table_http(args)
+    if args.mode == "tls":
+        return table_tls(args)
     return table_tcp(args)
 
 
@@ -774,7 +1075,12 @@ def main():
     p.add_argument("--scenario", help="HTTP scenario name (tool wrk)")
     p.add_argument("--min-body", type=int, default=0,
                    help="warn if responses average fewer bytes (tool wrk)")
-    p.add_argument("--pid", type=int, default=0)
+    p.add_argument("--pid", type=int, action="append",
+                   help="proxy PID (repeat for a double proxy: CPU summed)")
+    p.add_argument("--field", action="append",
+                   help="K=V added to the JSON line")
+    p.add_argument("--suspect", action="store_true",
+                   help="iperf3: warn about suspect runs, as for wrk")
     p.add_argument("--out", "--json", dest="out", required=True,
                    help="where the client's stdout goes")
     p.add_argument("--append", required=True)
@@ -787,11 +1093,24 @@ def main():
     p.add_argument("url")
     p.add_argument("--length", type=int)
     p.add_argument("--body")
+    p.add_argument("--cafile", help="https: trust this CA (PEM)")
+
+    p = sub.add_parser("stats")
+    p.add_argument("url")
+    p.add_argument("--save", required=True)
+    p.add_argument("--since")
+    p.add_argument("--match")
+
+    p = sub.add_parser("mtls-check")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream-port", type=int, required=True)
+    p.add_argument("--certs", required=True)
+    p.add_argument("--server-name", default="server.ringway.test")
 
     p = sub.add_parser("table")
     p.add_argument("raw")
     p.add_argument("md")
-    p.add_argument("--mode", choices=("tcp", "http"), default="tcp")
+    p.add_argument("--mode", choices=("tcp", "http", "tls"), default="tcp")
     p.add_argument("--title")
     p.add_argument("--meta", action="append")
     p.add_argument("--baseline", default="ringway")
@@ -823,6 +1142,10 @@ def main():
         return probe(args)
     if args.cmd_name == "table":
         return table(args)
+    if args.cmd_name == "stats":
+        return stats(args)
+    if args.cmd_name == "mtls-check":
+        return mtls_check(args)
     return 2
 
 
