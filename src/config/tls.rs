@@ -321,6 +321,15 @@ fn versions(
 /// not configurable, in Envoy as here.
 fn provider(common: &raw::CommonTlsContext, path: &str) -> Result<Arc<CryptoProvider>, ConfigError> {
     let mut provider = rustls::crypto::ring::default_provider();
+    // Envoy (BoringSSL) prefers AES-128-GCM; rustls lists AES-256 first. The
+    // 128-bit suites are as safe in practice and cheaper per byte, so ringway
+    // offers and picks them first too.
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        _ => 1,
+    });
     let Some(params) = &common.tls_params else { return Ok(Arc::new(provider)) };
     if !params.ecdh_curves.is_empty() {
         let mut groups = Vec::new();
