@@ -324,3 +324,35 @@ fn renewed_certificates_are_picked_up_and_bad_ones_refused() {
     stop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn chains_that_claim_the_same_connections_are_refused() {
+    let chain = |m: &str| {
+        format!(
+            "    - filter_chain_match: {m}\n      filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: t\n          cluster: c\n"
+        )
+    };
+    let yaml = |a: &str, b: &str| {
+        format!(
+            "static_resources:\n  listeners:\n  - address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n    listener_filters: [{{name: envoy.filters.listener.tls_inspector}}]\n    filter_chains:\n{}{}  clusters:\n  - name: c\n    load_assignment:\n      cluster_name: c\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 1}}}}}}\n",
+            chain(a),
+            chain(b)
+        )
+    };
+    let want = "static_resources.listeners[0].filter_chains[1].filter_chain_match: matches the same connections as filter_chains[0]";
+    for (a, b) in [
+        ("{server_names: [a.test, b.test]}", "{server_names: [b.test]}"),
+        ("{application_protocols: [h2, http/1.1]}", "{application_protocols: [http/1.1, h2]}"),
+        ("{}", "{}"),
+    ] {
+        let e = ringway::config::check_str(&yaml(a, b), 1).expect_err(a).to_string();
+        assert!(e.starts_with(want), "{a} / {b}: {e}");
+    }
+    // Different names, or a different transport: fine.
+    for (a, b) in [
+        ("{server_names: [a.test]}", "{server_names: [b.test]}"),
+        ("{transport_protocol: tls}", "{transport_protocol: raw_buffer}"),
+    ] {
+        ringway::config::check_str(&yaml(a, b), 1).unwrap();
+    }
+}

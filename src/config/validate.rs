@@ -167,7 +167,7 @@ fn validate_listener(
                 "server_names, transport_protocol and application_protocols need listener_filters: [envoy.filters.listener.tls_inspector]",
             ));
         }
-        if let Some(j) = filter_chains.iter().position(|c| c.matcher == matcher) {
+        if let Some(j) = filter_chains.iter().position(|c| overlaps(&c.matcher, &matcher)) {
             return Err(err(
                 format!("{chain_path}.filter_chain_match"),
                 format!("matches the same connections as filter_chains[{j}]"),
@@ -226,6 +226,18 @@ fn validate_listener(
         inspect_timeout,
         continue_on_inspect_timeout: l.continue_on_listener_filters_timeout.unwrap_or(false),
     })
+}
+
+/// Whether two chains would claim the same connections (Envoy refuses
+/// that): equal on every field but server names, and sharing a server name
+/// (or both without any).
+fn overlaps(a: &ChainMatch, b: &ChainMatch) -> bool {
+    let same_set = |x: &[String], y: &[String]| x.iter().all(|v| y.contains(v)) && y.iter().all(|v| x.contains(v));
+    a.destination_port == b.destination_port
+        && a.tls == b.tls
+        && same_set(&a.application_protocols, &b.application_protocols)
+        && ((a.server_names.is_empty() && b.server_names.is_empty())
+            || a.server_names.iter().any(|n| b.server_names.contains(n)))
 }
 
 fn chain_match(m: Option<&raw::FilterChainMatch>, path: &str) -> Result<ChainMatch, ConfigError> {
