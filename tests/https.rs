@@ -356,3 +356,62 @@ fn chains_that_claim_the_same_connections_are_refused() {
         ringway::config::check_str(&yaml(a, b), 1).unwrap();
     }
 }
+
+#[test]
+fn tcp_proxy_tries_another_host_when_a_tls_handshake_fails() {
+    let pki = pki();
+    let echo = Upstream::echo();
+    // B: TLS in, plain echo out.
+    let tls_in = format!(
+        r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain:
+                inline_string: {}
+              private_key:
+                inline_string: {}
+"#,
+        inline(&pki.server_cert, 16),
+        inline(&pki.server_key, 16)
+    );
+    let mut b_config = TcpConfig::to(&[echo.addr]);
+    b_config.extra_proxy = tls_in;
+    let b = start(&b_config.yaml(), opts(1));
+    let good = b.listener_addr("proxy").unwrap();
+    // A: plain in, TLS out to [a plain echo that cannot do TLS, B].
+    let bad = Upstream::echo();
+    let mut a_config = TcpConfig::to(&[bad.addr, good]);
+    a_config.extra_proxy = "          max_connect_attempts: 2".to_string();
+    let a_yaml = a_config.yaml().replace(
+        "    connect_timeout: 1s\n",
+        &format!(
+            r#"    connect_timeout: 1s
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: front.test
+        common_tls_context:
+          validation_context:
+            trusted_ca:
+              inline_string: {}
+"#,
+            inline(&pki.ca_pem, 14)
+        ),
+    );
+    let a = start(&a_yaml, opts(1));
+    for i in 0..4u8 {
+        let mut s = connect(a.listener_addr("proxy").unwrap());
+        assert_eq!(round_trip(&mut s, &[b'x', i]), [b'x', i]);
+    }
+    // Every connection got through; the ones that met the plain host first
+    // counted a failed connect (and a TLS failure) on the way.
+    assert!(stat(&a, "cluster.backend.upstream_cx_connect_fail") >= 1);
+    assert_eq!(stat(&a, "cluster.backend.upstream_cx_connect_fail"), stat(&a, "cluster.backend.ssl.connection_error"));
+    assert_eq!(stat(&a, "cluster.backend.ssl.handshake"), 4);
+    stop(a);
+    stop(b);
+}

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 
 use crate::config::{ClusterId, TcpProxyConfig, TcpRoute};
 use crate::stats::{Counter, Shard, StatKey};
 use crate::upstream::lb::Rng;
-use crate::upstream::{ClusterManager, UpstreamError, connect};
+use crate::upstream::{ClusterManager, connect};
 use splice::{Pipe, PumpEnd};
 
 /// How bytes are moved once both sides are connected.
@@ -150,8 +151,10 @@ impl TcpProxy {
         let cluster = clusters.get(cluster_id);
         let cs = &cluster.stats;
 
+        let limit = buffer_limit.min(cluster.buffer_limit);
         let mut connected = None;
-        let mut last_error = UpstreamError::NoHealthyHost;
+        // Whether the last failure was one another host might not have.
+        let mut retryable = false;
         for _ in 0..self.config.max_connect_attempts {
             let Some(host) = cluster.pick() else {
                 cs.upstream_cx_none_healthy.inc();
@@ -159,28 +162,45 @@ impl TcpProxy {
             };
             cs.upstream_cx_total.inc();
             host.stats.cx_total.inc();
-            match connect(host.addr, cluster.connect_timeout).await {
+            let failure = match connect(host.addr, cluster.connect_timeout).await {
                 Ok(stream) => {
-                    connected = Some((stream, host));
-                    break;
+                    bound_socket_buffers(&stream, limit);
+                    match &cluster.tls {
+                        None => {
+                            connected = Some((Up::Plain(stream), host));
+                            break;
+                        }
+                        // A TLS upstream is connected once its handshake is done.
+                        Some((ctx, stats)) => match tls_handshake(stream, ctx, stats, host.addr.ip()).await {
+                            Ok(tls) => {
+                                connected = Some((Up::Tls(Box::new(tls)), host));
+                                break;
+                            }
+                            Err(timed_out) => {
+                                tracing::debug!(cluster = %cluster.name, host = %host.addr, "upstream TLS handshake failed");
+                                (timed_out, true)
+                            }
+                        },
+                    }
                 }
                 Err(e) => {
-                    if e.is_timeout() {
-                        cs.upstream_cx_connect_timeout.inc();
-                    }
-                    cs.upstream_cx_connect_fail.inc();
-                    host.stats.cx_connect_fail.inc();
                     tracing::debug!(cluster = %cluster.name, "{e}");
-                    let retry = e.is_retryable();
-                    last_error = e;
-                    if !retry {
-                        break;
-                    }
+                    (e.is_timeout(), e.is_retryable())
                 }
+            };
+            let (timed_out, retry) = failure;
+            if timed_out {
+                cs.upstream_cx_connect_timeout.inc();
+            }
+            cs.upstream_cx_connect_fail.inc();
+            host.stats.cx_connect_fail.inc();
+            retryable = retry;
+            if !retry {
+                break;
             }
         }
         let Some((upstream, host)) = connected else {
-            if last_error.is_retryable() {
+            if retryable {
                 cs.upstream_cx_connect_attempts_exceeded.inc();
             }
             // Dropping the downstream stream closes it.
@@ -189,41 +209,10 @@ impl TcpProxy {
 
         cs.upstream_cx_active.inc();
         host.stats.cx_active.inc();
-        let limit = buffer_limit.min(cluster.buffer_limit);
         if let Down::Plain(d) = &downstream {
             bound_socket_buffers(d, limit);
         }
-        bound_socket_buffers(&upstream, limit);
-        let upstream = match &cluster.tls {
-            None => Some(Up::Plain(upstream)),
-            Some((ctx, stats)) => {
-                let connector = tokio_rustls::TlsConnector::from(ctx.config.clone());
-                let name = ctx.server_name(host.addr.ip());
-                let handshake = async move {
-                    let poll = upstream.try_into_poll_io().map_err(|(e, _)| e)?;
-                    connector.connect(name, poll).await
-                };
-                match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
-                    Ok(Ok(s)) => {
-                        stats.handshake.inc();
-                        Some(Up::Tls(Box::new(s)))
-                    }
-                    Ok(Err(e)) => {
-                        stats.count_io_failure(&e);
-                        cs.upstream_cx_connect_fail.inc();
-                        host.stats.cx_connect_fail.inc();
-                        tracing::debug!(cluster = %cluster.name, "upstream TLS handshake failed: {e:?}");
-                        None
-                    }
-                    Err(_) => {
-                        stats.connection_error.inc();
-                        cs.upstream_cx_connect_fail.inc();
-                        host.stats.cx_connect_fail.inc();
-                        None
-                    }
-                }
-            }
-        };
+        let upstream = Some(upstream);
         let counters = (&cs.upstream_cx_tx_bytes_total, &cs.upstream_cx_rx_bytes_total);
         let result = match (downstream, upstream) {
             (_, None) => Err(RelayEnd::Io(io::ErrorKind::ConnectionAborted.into())),
@@ -329,16 +318,46 @@ impl TcpProxy {
     }
 }
 
+/// The client side of TLS to an upstream host, counted in
+/// `cluster.<name>.ssl.*`; `Err(true)` when it timed out.
+async fn tls_handshake(
+    tcp: TcpStream,
+    ctx: &crate::tls::ClientContext,
+    stats: &crate::tls::TlsStats,
+    ip: std::net::IpAddr,
+) -> Result<tokio_rustls::client::TlsStream<TcpStreamPoll>, bool> {
+    let connector = tokio_rustls::TlsConnector::from(ctx.config.clone());
+    let name = ctx.server_name(ip);
+    let handshake = async move {
+        let poll = tcp.try_into_poll_io().map_err(|(e, _)| e)?;
+        connector.connect(name, poll).await
+    };
+    match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(s)) => {
+            stats.handshake.inc();
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            stats.count_io_failure(&e);
+            Err(false)
+        }
+        Err(_) => {
+            stats.connection_error.inc();
+            Err(true)
+        }
+    }
+}
+
 /// The client's side of a proxied connection.
 enum Down {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<monoio::net::tcp::stream_poll::TcpStreamPoll>>),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStreamPoll>>),
 }
 
 /// The upstream side.
 enum Up {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<monoio::net::tcp::stream_poll::TcpStreamPoll>>),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStreamPoll>>),
 }
 
 /// Relays bytes both ways between two connections through user-space
