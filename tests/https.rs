@@ -38,28 +38,51 @@ fn inline(pem: &str, indent: usize) -> String {
     format!("|\n{body}")
 }
 
+/// A filter chain's `transport_socket` serving `cert`/`key` (inline PEM),
+/// with `extra` lines (e.g. `alpn_protocols`) in its common_tls_context.
+fn tls_server_block(cert: &str, key: &str, extra: &str) -> String {
+    format!(
+        r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+{extra}            tls_certificates:
+            - certificate_chain:
+                inline_string: {}
+              private_key:
+                inline_string: {}
+"#,
+        inline(cert, 16),
+        inline(key, 16)
+    )
+}
+
+/// A cluster's `transport_socket` trusting `ca_pem`, with SNI `front.test`;
+/// it follows the cluster's `connect_timeout` line `timeout_line`.
+fn tls_client_block(timeout_line: &str, ca_pem: &str) -> String {
+    format!(
+        r#"{timeout_line}    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: front.test
+        common_tls_context:
+          validation_context:
+            trusted_ca:
+              inline_string: {}
+"#,
+        inline(ca_pem, 14)
+    )
+}
+
 fn https_listener_yaml(app: std::net::SocketAddr, pki: &Pki) -> String {
     let plain = http_yaml(
         &[("app", app)],
         "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n",
         "          use_remote_address: true",
     );
-    let tls = format!(
-        r#"      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            alpn_protocols: [http/1.1]
-            tls_certificates:
-            - certificate_chain:
-                inline_string: {}
-              private_key:
-                inline_string: {}
-"#,
-        inline(&pki.server_cert, 16),
-        inline(&pki.server_key, 16)
-    );
+    let tls = tls_server_block(&pki.server_cert, &pki.server_key, "            alpn_protocols: [http/1.1]\n");
     // The chain's transport socket goes after its filters.
     plain.replace("  clusters:\n", &format!("{tls}  clusters:\n"))
 }
@@ -113,23 +136,7 @@ fn https_is_terminated_and_originated() {
         "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: secure}\n",
         "",
     )
-    .replace(
-        "    connect_timeout: 0.5s\n",
-        &format!(
-            r#"    connect_timeout: 0.5s
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: front.test
-        common_tls_context:
-          validation_context:
-            trusted_ca:
-              inline_string: {}
-"#,
-            inline(&pki.ca_pem, 14)
-        ),
-    );
+    .replace("    connect_timeout: 0.5s\n", &tls_client_block("    connect_timeout: 0.5s\n", &pki.ca_pem));
     let a = start(&a_yaml, opts(1));
     let mut s = connect(a.listener_addr("web").unwrap());
     for _ in 0..3 {
@@ -181,23 +188,7 @@ fn the_tls_inspector_picks_chains_by_sni_and_transport() {
     let (ups, tags): (Vec<Upstream>, Vec<&[u8]>) =
         [&b"A"[..], b"B", b"C", b"P"].iter().map(|t| (Upstream::tagged(t), *t)).unzip();
     let chain = |matcher: &str, up: &Upstream, cert: Option<(String, String)>| {
-        let tls = cert.map_or(String::new(), |(c, k)| {
-            format!(
-                r#"      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain:
-                inline_string: {}
-              private_key:
-                inline_string: {}
-"#,
-                inline(&c, 16),
-                inline(&k, 16)
-            )
-        });
+        let tls = cert.map_or(String::new(), |(c, k)| tls_server_block(&c, &k, ""));
         format!(
             "    - filter_chain_match: {matcher}\n      filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: t\n          cluster: up{}\n{tls}",
             up.addr.port()
@@ -362,21 +353,7 @@ fn tcp_proxy_tries_another_host_when_a_tls_handshake_fails() {
     let pki = pki();
     let echo = Upstream::echo();
     // B: TLS in, plain echo out.
-    let tls_in = format!(
-        r#"      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain:
-                inline_string: {}
-              private_key:
-                inline_string: {}
-"#,
-        inline(&pki.server_cert, 16),
-        inline(&pki.server_key, 16)
-    );
+    let tls_in = tls_server_block(&pki.server_cert, &pki.server_key, "");
     let mut b_config = TcpConfig::to(&[echo.addr]);
     b_config.extra_proxy = tls_in;
     let b = start(&b_config.yaml(), opts(1));
@@ -385,23 +362,9 @@ fn tcp_proxy_tries_another_host_when_a_tls_handshake_fails() {
     let bad = Upstream::echo();
     let mut a_config = TcpConfig::to(&[bad.addr, good]);
     a_config.extra_proxy = "          max_connect_attempts: 2".to_string();
-    let a_yaml = a_config.yaml().replace(
-        "    connect_timeout: 1s\n",
-        &format!(
-            r#"    connect_timeout: 1s
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: front.test
-        common_tls_context:
-          validation_context:
-            trusted_ca:
-              inline_string: {}
-"#,
-            inline(&pki.ca_pem, 14)
-        ),
-    );
+    let a_yaml = a_config
+        .yaml()
+        .replace("    connect_timeout: 1s\n", &tls_client_block("    connect_timeout: 1s\n", &pki.ca_pem));
     let a = start(&a_yaml, opts(1));
     for i in 0..4u8 {
         let mut s = connect(a.listener_addr("proxy").unwrap());
