@@ -86,10 +86,35 @@ impl Drop for Upstream {
     }
 }
 
-/// A port on 127.0.0.1 with nothing listening (bound, then released).
+/// A port on 127.0.0.1 with nothing listening: one for a test to bind later
+/// (a listener another part of its config must name) or to stand for an
+/// upstream that refuses.
+///
+/// Not a port the kernel chose: it may hand that one out again at once, to
+/// another test's `bind(:0)` or outgoing connection, and the test fails with
+/// `AddrInUse` or reaches a stranger. These come from below the ephemeral
+/// range, which the kernel never hands out by itself, one after another from
+/// a per-process counter, so two tests of one binary never share one; each
+/// is checked free when picked.
 pub fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ephemeral_start: usize = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000, ephemeral_start.saturating_sub(10_000));
+    if span < 1000 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        return l.local_addr().unwrap();
+    }
+    let offset = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let port = low + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// Envoy YAML for one tcp_proxy listener on 127.0.0.1:0 to a STATIC cluster.
