@@ -1944,13 +1944,14 @@ impl ResponseHead {
 /// Parses an upstream response head; `Err` for anything malformed or
 /// ambiguous (both framings, conflicting lengths, unknown codings).
 fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
-    };
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(()),
+        };
     let (Some(status), Some(minor)) = (resp.code, resp.version) else { return Err(()) };
     if !(100..600).contains(&status) {
         return Err(());

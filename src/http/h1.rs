@@ -4,6 +4,7 @@
 //! the status Envoy answers with; nothing refused is ever forwarded.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 /// Limits on a request head (`max_request_headers_kb`, `max_headers_count`).
 #[derive(Debug, Clone, Copy)]
@@ -91,11 +92,14 @@ impl RequestHead {
 /// Parses one request head from the start of `buf`. `Ok(None)` means more
 /// bytes are needed (and the limits still allow them); `Ok(Some((head, n)))`
 /// means the head took `n` bytes.
+/// Header slots kept on the stack; Envoy's default `max_headers_count` is 100.
+const STACK_HEADERS: usize = 128;
+
 pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let head_end = find_head_end(buf);
     let scanned = head_end.unwrap_or(buf.len());
     // The request line alone must fit its limit.
-    match buf[..scanned.min(buf.len())].iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', &buf[..scanned.min(buf.len())]) {
         Some(eol) if eol > limits.max_request_line => return Err(HeadError::UriTooLong),
         None if buf.len() > limits.max_request_line => return Err(HeadError::UriTooLong),
         _ => {}
@@ -111,9 +115,18 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request
     }
     check_line_endings(&buf[..head_len])?;
 
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
-    let status = req.parse(&buf[..head_len]).map_err(|e| match e {
+    // Header slots need no initialising: on the stack for the usual limit,
+    // on the heap only for a larger `max_headers_count`.
+    let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(&buf[..head_len], slots).map_err(|e| match e {
         httparse::Error::TooManyHeaders => HeadError::HeadersTooLarge,
         httparse::Error::Version => HeadError::VersionNotSupported,
         httparse::Error::HeaderName => {
@@ -168,14 +181,15 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request
 
 /// The length of the head including its blank line, once it is complete.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4)
 }
 
 /// Every LF must follow a CR, every CR must precede an LF, and no NUL may
 /// appear: parsers that disagree on these are how requests get smuggled.
+/// Jumps from one CR, LF or NUL to the next (a few per line).
 fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
-    for (i, &b) in head.iter().enumerate() {
-        match b {
+    for i in memchr::memchr3_iter(b'\r', b'\n', 0, head) {
+        match head[i] {
             b'\n' if i == 0 || head[i - 1] != b'\r' => return Err(HeadError::BadRequest("bare LF")),
             b'\r' if head.get(i + 1) != Some(&b'\n') => return Err(HeadError::BadRequest("bare CR")),
             0 => return Err(HeadError::BadRequest("NUL in request head")),
