@@ -378,3 +378,46 @@ fn tcp_proxy_tries_another_host_when_a_tls_handshake_fails() {
     stop(a);
     stop(b);
 }
+
+/// A cluster's `connect_timeout` bounds the TCP connect and the TLS handshake
+/// together (Envoy's rule): an upstream that takes the connection and never
+/// answers the ClientHello (a listener that never accepts) is given up on
+/// when `connect_timeout` runs out, and counts as a connect timeout, under
+/// tcp_proxy (the client is closed) and under the HTTP router (503).
+#[test]
+fn connect_timeout_bounds_the_upstream_handshake() {
+    let pki = pki();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+
+    let tcp_yaml = TcpConfig::to(&[silent_addr])
+        .yaml()
+        .replace("    connect_timeout: 1s\n", &tls_client_block("    connect_timeout: 0.4s\n", &pki.ca_pem));
+    let tcp = start(&tcp_yaml, opts(1));
+    let started = std::time::Instant::now();
+    let mut s = connect(tcp.listener_addr("proxy").unwrap());
+    let _ = s.write_all(b"hello");
+    assert!(closed_by_peer(&mut s));
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(350) && took < std::time::Duration::from_secs(3), "{took:?}");
+    wait_until("tcp_proxy's failure", || stat(&tcp, "cluster.backend.upstream_cx_connect_fail") == 1);
+    assert_eq!(stat(&tcp, "cluster.backend.upstream_cx_connect_timeout"), 1);
+    assert_eq!(stat(&tcp, "cluster.backend.ssl.connection_error"), 1);
+    stop(tcp);
+
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: secure}\n";
+    let http_yaml = http_yaml(&[("secure", silent_addr)], routes, "")
+        .replace("    connect_timeout: 0.5s\n", &tls_client_block("    connect_timeout: 0.4s\n", &pki.ca_pem));
+    let http = start(&http_yaml, opts(1));
+    let started = std::time::Instant::now();
+    let mut s = connect(http.listener_addr("web").unwrap());
+    let (status, head, _) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{head}");
+    assert!(took >= std::time::Duration::from_millis(350) && took < std::time::Duration::from_secs(3), "{took:?}");
+    assert_eq!(stat(&http, "cluster.secure.upstream_cx_connect_timeout"), 1);
+    assert_eq!(stat(&http, "cluster.secure.upstream_cx_connect_fail"), 1);
+    assert_eq!(stat(&http, "cluster.secure.ssl.connection_error"), 1);
+    stop(http);
+    drop(silent);
+}

@@ -280,30 +280,31 @@ fn next_connection_id(worker: usize) -> u64 {
     })
 }
 
-/// The client side of TLS to an upstream, counted in `cluster.<name>.ssl.*`;
-/// `None` when the handshake fails or times out.
+/// The client side of TLS to an upstream, counted in `cluster.<name>.ssl.*`,
+/// within `limit`; `Err(true)` when it timed out.
 async fn origin_tls(
     tcp: TcpStream,
     ip: std::net::IpAddr,
     ctx: &crate::tls::ClientContext,
     stats: &crate::tls::TlsStats,
-) -> Option<Conn> {
+    limit: Duration,
+) -> Result<Conn, bool> {
     use std::os::fd::AsRawFd;
     let fd = tcp.as_raw_fd();
     let connector = monoio_rustls::TlsConnector::from(ctx.config.clone());
-    match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, connector.connect(ctx.server_name(ip), tcp)).await {
+    match monoio::time::timeout(limit, connector.connect(ctx.server_name(ip), tcp)).await {
         Ok(Ok(tls)) => {
             stats.handshake.inc();
-            Some(Conn::client(tls, fd))
+            Ok(Conn::client(tls, fd))
         }
         Ok(Err(e)) => {
             stats.count_failure(&e);
             tracing::debug!("upstream TLS handshake failed: {e:?}");
-            None
+            Err(false)
         }
         Err(_) => {
             stats.connection_error.inc();
-            None
+            Err(true)
         }
     }
 }
@@ -1386,14 +1387,21 @@ impl HttpConnectionManager {
         cs.upstream_cx_total.inc();
         cs.upstream_cx_http1_total.inc();
         host.stats.cx_total.inc();
+        let connect_started = Instant::now();
         let connected = connect(host.addr, cluster.connect_timeout).await;
         let connected = match (connected, &cluster.tls) {
+            // Connected once the handshake is done: connect_timeout covers
+            // both (Envoy's rule).
             (Ok(tcp), Some((ctx, tls_stats))) => {
-                let stream = origin_tls(tcp, host.addr.ip(), ctx, tls_stats).await;
+                let left = cluster.connect_timeout.saturating_sub(connect_started.elapsed());
+                let stream = origin_tls(tcp, host.addr.ip(), ctx, tls_stats, left).await;
                 cs.upstream_rq_pending_active.dec();
                 return match stream {
-                    Some(s) => Ok(UpstreamConn::new(s, cs, host)),
-                    None => {
+                    Ok(s) => Ok(UpstreamConn::new(s, cs, host)),
+                    Err(timed_out) => {
+                        if timed_out {
+                            cs.upstream_cx_connect_timeout.inc();
+                        }
                         cs.upstream_cx_connect_fail.inc();
                         cs.upstream_rq_pending_failure_eject.inc();
                         host.stats.cx_connect_fail.inc();

@@ -162,6 +162,7 @@ impl TcpProxy {
             };
             cs.upstream_cx_total.inc();
             host.stats.cx_total.inc();
+            let connect_started = Instant::now();
             let failure = match connect(host.addr, cluster.connect_timeout).await {
                 Ok(stream) => {
                     bound_socket_buffers(&stream, limit);
@@ -170,8 +171,17 @@ impl TcpProxy {
                             connected = Some((Up::Plain(stream), host));
                             break;
                         }
-                        // A TLS upstream is connected once its handshake is done.
-                        Some((ctx, stats)) => match tls_handshake(stream, ctx, stats, host.addr.ip()).await {
+                        // A TLS upstream is connected once its handshake is
+                        // done: connect_timeout covers both (Envoy's rule).
+                        Some((ctx, stats)) => match tls_handshake(
+                            stream,
+                            ctx,
+                            stats,
+                            host.addr.ip(),
+                            cluster.connect_timeout.saturating_sub(connect_started.elapsed()),
+                        )
+                        .await
+                        {
                             Ok(tls) => {
                                 connected = Some((Up::Tls(Box::new(tls)), host));
                                 break;
@@ -319,12 +329,13 @@ impl TcpProxy {
 }
 
 /// The client side of TLS to an upstream host, counted in
-/// `cluster.<name>.ssl.*`; `Err(true)` when it timed out.
+/// `cluster.<name>.ssl.*`, within `limit`; `Err(true)` when it timed out.
 async fn tls_handshake(
     tcp: TcpStream,
     ctx: &crate::tls::ClientContext,
     stats: &crate::tls::TlsStats,
     ip: std::net::IpAddr,
+    limit: Duration,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStreamPoll>, bool> {
     let connector = tokio_rustls::TlsConnector::from(ctx.config.clone());
     let name = ctx.server_name(ip);
@@ -332,7 +343,7 @@ async fn tls_handshake(
         let poll = tcp.try_into_poll_io().map_err(|(e, _)| e)?;
         connector.connect(name, poll).await
     };
-    match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+    match monoio::time::timeout(limit, handshake).await {
         Ok(Ok(s)) => {
             stats.handshake.inc();
             Ok(s)

@@ -27,9 +27,9 @@ pub use stream::Conn;
 use crate::config::StringMatch;
 use crate::stats::{Counter, Shard, StatKey};
 
-/// How long a TLS handshake may take by default (Envoy leaves
+/// How long a downstream TLS handshake may take by default (Envoy leaves
 /// `transport_socket_connect_timeout` unset; ringway bounds every wait).
-/// Upstream handshakes always use this.
+/// Upstream handshakes fit in the cluster's `connect_timeout` instead.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A certificate and key as loaded, for `/certs` and `/config_dump`.
