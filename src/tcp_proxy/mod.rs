@@ -276,8 +276,10 @@ impl TcpProxy {
         };
         let mut d = tracked::Tracked::new(downstream, &last_activity, &tx);
         let mut u = tracked::Tracked::new(upstream, &last_activity, &rx);
-        // TLS records are at most 16 KiB; a few records per read is plenty.
-        let buffer = limit.clamp(16 * 1024, 64 * 1024);
+        // A large plaintext write becomes many 16 KiB records sent in one
+        // writev; 256 KiB measured 2-4% more Gbit per CPU than 64 KiB through
+        // the double proxy, and the connection's buffer limit still bounds it.
+        let buffer = limit.clamp(16 * 1024, 256 * 1024);
         let both = async {
             tokio::io::copy_bidirectional_with_sizes(&mut d, &mut u, buffer, buffer).await?;
             Ok(PumpEnd { flushed_after_close: false })
