@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# A/B of two ringway binaries, side by side: both run at once on the proxy
+# core, each with its own load on the load core, round after round, swapping
+# their places each round.  They share whatever the machine does meanwhile
+# (a noisy VM moves single runs by 10-40%), so the ratio of their results is
+# steady where two runs one after the other are not: a change worth 2% shows.
+#
+#   perf/ab.sh OLD_BINARY NEW_BINARY
+#   MODE=mtls ROUNDS=6 perf/ab.sh /tmp/ringway-old target/release/ringway
+#
+# Environment:
+#   MODE      http (default): wrk -c64 keep-alive GET /small through each
+#             binary's HTTP listener to one nginx origin (configs/http-envoy.yaml).
+#             mtls: iperf3 through a double proxy of each binary, plain in,
+#             mutual TLS between its halves, plain out (configs/tls-*-envoy.yaml).
+#   ROUNDS    rounds (default 4); DURATION seconds each (default 8)
+#   STREAMS   MODE=mtls: iperf3 -P (default 1)
+#   PROXY_CPU, LOAD_CPU as in run.sh.
+#
+# Prints each round's figure for A and B and the mean of B ÷ A.  Nothing is
+# written under results/: this is for deciding whether a change helps.  The
+# proxy core is shared, so the figures are about half of run.sh's.
+set -euo pipefail
+
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+[[ $# -eq 2 ]] || die "usage: perf/ab.sh BINARY_A BINARY_B"
+BIN_A=$(realpath "$1")
+BIN_B=$(realpath "$2")
+[[ -x $BIN_A && -x $BIN_B ]] || die "both binaries must exist and be executable"
+MODE=${MODE:-http}
+ROUNDS=${ROUNDS:-4}
+DURATION=${DURATION:-8}
+STREAMS=${STREAMS:-1}
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive integer"
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "DURATION must be a positive integer"
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+init_work_dir
+
+# shift_ports FILE OUT FROM:TO... : FILE with each port_value FROM made TO.
+shift_ports() {
+  local in=$1 out=$2 expr=(-e '') pair
+  shift 2
+  for pair in "$@"; do expr+=(-e "s/port_value: ${pair%%:*}\$/port_value: ${pair##*:}/"); done
+  sed "${expr[@]}" "$in" >"$out"
+}
+
+# Two slots, 0 and 1, each a full set of ports; a binary takes a slot per round.
+B_PORTS=()
+case $MODE in
+  http)
+    ensure_tools wrk nginx-http python3
+    use_mode_ports http
+    start_http_upstream
+    shift_ports "$CONFIG_DIR/http-envoy.yaml" "$WORK_DIR/slot0.yaml"
+    shift_ports "$CONFIG_DIR/http-envoy.yaml" "$WORK_DIR/slot1.yaml" 18080:18081 9902:9912
+    SLOT_PORTS=("18080" "18081")
+    ;;
+  mtls)
+    ensure_tools iperf3 openssl python3
+    make_certs "$WORK_DIR/certs" >/dev/null
+    UPSTREAM_PORT=5201 start_iperf_server
+    UPSTREAM_PORT=5202 start_iperf_server
+    for side in client server; do
+      shift_ports "$CONFIG_DIR/tls-$side-envoy.yaml" "$WORK_DIR/slot0-$side.yaml"
+      shift_ports "$CONFIG_DIR/tls-$side-envoy.yaml" "$WORK_DIR/slot1-$side.yaml" \
+        15201:15211 15202:15212 5201:5202 9902:9912 9903:9913
+    done
+    SLOT_PORTS=("15201" "15211")
+    B_PORTS=("15202" "15212")
+    ;;
+  *) die "unknown MODE=$MODE (http mtls)" ;;
+esac
+
+# start_slot SLOT BINARY : that binary's proxy (or pair) on the slot's ports.
+SLOT_PIDS=()
+start_slot() {
+  local slot=$1 bin=$2 yaml
+  if [[ $MODE == http ]]; then
+    start_bg "slot$slot" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot.yaml" --concurrency 1
+    SLOT_PIDS+=("$BG_PID")
+  else
+    # Side B (mTLS in) first, so side A has somewhere to connect.
+    BG_CWD=$WORK_DIR start_bg "slot$slot-server" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot-server.yaml" --concurrency 1
+    SLOT_PIDS+=("$BG_PID")
+    wait_listen "${B_PORTS[$slot]}" "$BG_PID" || die "slot $slot side B did not start; see $WORK_DIR/slot$slot-server.log"
+    BG_CWD=$WORK_DIR start_bg "slot$slot-client" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot-client.yaml" --concurrency 1
+    SLOT_PIDS+=("$BG_PID")
+  fi
+  wait_listen "${SLOT_PORTS[$slot]}" "$BG_PID" || die "slot $slot did not start; see $WORK_DIR/slot$slot*.log"
+}
+
+# load SLOT : the load on the slot, in the background; its result in load$SLOT.out.
+LOAD_PIDS=()
+load() {
+  local slot=$1 port=${SLOT_PORTS[$1]}
+  if [[ $MODE == http ]]; then
+    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" "http://$HOST:$port/small" >"$WORK_DIR/load$slot.out" 2>&1 &
+  else
+    taskset -c "$LOAD_CPU" iperf3 -c "$HOST" -p "$port" -t "$DURATION" -P "$STREAMS" -J >"$WORK_DIR/load$slot.out" 2>&1 &
+  fi
+  LOAD_PIDS+=("$!")
+}
+
+# figure SLOT : req/s or Gbit/s from the slot's load output.
+figure() {
+  local out="$WORK_DIR/load$1.out"
+  if [[ $MODE == http ]]; then
+    awk '/^Requests\/sec:/ {print $2}' "$out"
+  else
+    python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9, 3))' "$out"
+  fi
+}
+
+unit=$([[ $MODE == http ]] && echo "req/s" || echo "Gbit/s")
+log "A = $BIN_A"
+log "B = $BIN_B"
+ratios=()
+for ((round = 1; round <= ROUNDS; round++)); do
+  # Odd rounds: A in slot 0; even rounds: B in slot 0.
+  if ((round % 2)); then slot_a=0 slot_b=1; else slot_a=1 slot_b=0; fi
+  SLOT_PIDS=() LOAD_PIDS=()
+  start_slot "$slot_a" "$BIN_A"
+  start_slot "$slot_b" "$BIN_B"
+  load 0
+  load 1
+  wait "${LOAD_PIDS[@]}"
+  a=$(figure "$slot_a")
+  b=$(figure "$slot_b")
+  [[ -n $a && -n $b ]] || die "no result in round $round; see $WORK_DIR/load*.out"
+  for pid in "${SLOT_PIDS[@]}"; do stop_pid "$pid"; done
+  for port in "${SLOT_PORTS[@]}" "${B_PORTS[@]}"; do wait_free "$port" || die "port $port still in use"; done
+  ratio=$(python3 -c "print(f'{$b / $a:.3f}')")
+  ratios+=("$ratio")
+  printf 'round %d: A %s %s, B %s %s, B/A %s\n' "$round" "$a" "$unit" "$b" "$unit" "$ratio"
+done
+python3 -c "import sys; r=[float(x) for x in sys.argv[1:]]; print(f'mean B/A over {len(r)} rounds: {sum(r)/len(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" "${ratios[@]}"
