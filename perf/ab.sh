@@ -16,6 +16,10 @@
 #             mutual TLS between its halves, plain out (configs/tls-*-envoy.yaml).
 #   ROUNDS    rounds (default 4); DURATION seconds each (default 8)
 #   STREAMS   MODE=mtls: iperf3 -P (default 1)
+#   HOG       1: a busy loop shares the proxy core too, so that the two
+#             binaries, not the load core, are what runs out (each gets at
+#             most a third of the core); without it both cores are near their
+#             limit and a difference shows smaller than it is.
 #   PROXY_CPU, LOAD_CPU as in run.sh.
 #
 # Prints each round's figure for A and B and the mean of B ÷ A.  Nothing is
@@ -116,6 +120,10 @@ figure() {
     python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9, 3))' "$out"
   fi
 }
+
+if [[ ${HOG:-} == 1 ]]; then
+  start_bg hog "$PROXY_CPU" sh -c 'while :; do :; done'
+fi
 
 unit=$([[ $MODE == http ]] && echo "req/s" || echo "Gbit/s")
 log "A = $BIN_A"
