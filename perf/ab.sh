@@ -22,9 +22,12 @@
 #             limit and a difference shows smaller than it is.
 #   PROXY_CPU, LOAD_CPU as in run.sh.
 #
-# Prints each round's figure for A and B and the mean of B ÷ A.  Nothing is
-# written under results/: this is for deciding whether a change helps.  The
-# proxy core is shared, so the figures are about half of run.sh's.
+# Prints each round's figures for A and B, with each one's CPU time, and the
+# means of B ÷ A in throughput and per CPU-second.  Per CPU-second is the
+# one to judge by: sharing a core, a build that blocks less is given more of
+# it, so its throughput rises even if it does no more per CPU-second.
+# Nothing is written under results/: this is for deciding whether a change
+# helps.  The proxy core is shared, so the figures are about half of run.sh's.
 set -euo pipefail
 
 # shellcheck source=lib/common.sh
@@ -81,20 +84,25 @@ case $MODE in
   *) die "unknown MODE=$MODE (http mtls)" ;;
 esac
 
-# start_slot SLOT BINARY : that binary's proxy (or pair) on the slot's ports.
+# start_slot SLOT BINARY : that binary's proxy (or pair) on the slot's ports;
+# its processes in PIDS_OF[SLOT].
 SLOT_PIDS=()
+PIDS_OF=("" "")
 start_slot() {
-  local slot=$1 bin=$2 yaml
+  local slot=$1 bin=$2
   if [[ $MODE == http ]]; then
     start_bg "slot$slot" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot.yaml" --concurrency 1
     SLOT_PIDS+=("$BG_PID")
+    PIDS_OF[slot]=$BG_PID
   else
     # Side B (mTLS in) first, so side A has somewhere to connect.
     BG_CWD=$WORK_DIR start_bg "slot$slot-server" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot-server.yaml" --concurrency 1
     SLOT_PIDS+=("$BG_PID")
     wait_listen "${B_PORTS[$slot]}" "$BG_PID" || die "slot $slot side B did not start; see $WORK_DIR/slot$slot-server.log"
+    PIDS_OF[slot]=$BG_PID
     BG_CWD=$WORK_DIR start_bg "slot$slot-client" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot-client.yaml" --concurrency 1
     SLOT_PIDS+=("$BG_PID")
+    PIDS_OF[slot]+=" $BG_PID"
   fi
   wait_listen "${SLOT_PORTS[$slot]}" "$BG_PID" || die "slot $slot did not start; see $WORK_DIR/slot$slot*.log"
 }
@@ -109,6 +117,15 @@ load() {
     taskset -c "$LOAD_CPU" iperf3 -c "$HOST" -p "$port" -t "$DURATION" -P "$STREAMS" -J >"$WORK_DIR/load$slot.out" 2>&1 &
   fi
   LOAD_PIDS+=("$!")
+}
+
+# cpu SLOT : CPU seconds used so far by the slot's processes.
+cpu() {
+  local total=0 pid
+  for pid in ${PIDS_OF[$1]}; do
+    total=$(python3 -c "print($total + $("${PERFUTIL[@]}" cputime "$pid"))")
+  done
+  echo "$total"
 }
 
 # figure SLOT : req/s or Gbit/s from the slot's load output.
@@ -128,23 +145,38 @@ fi
 unit=$([[ $MODE == http ]] && echo "req/s" || echo "Gbit/s")
 log "A = $BIN_A"
 log "B = $BIN_B"
-ratios=()
+ratios=() per_ratios=()
 for ((round = 1; round <= ROUNDS; round++)); do
   # Odd rounds: A in slot 0; even rounds: B in slot 0.
   if ((round % 2)); then slot_a=0 slot_b=1; else slot_a=1 slot_b=0; fi
   SLOT_PIDS=() LOAD_PIDS=()
   start_slot "$slot_a" "$BIN_A"
   start_slot "$slot_b" "$BIN_B"
+  cpu_a0=$(cpu "$slot_a") cpu_b0=$(cpu "$slot_b")
   load 0
   load 1
   wait "${LOAD_PIDS[@]}"
+  cpu_a=$(python3 -c "print($(cpu "$slot_a") - $cpu_a0)") cpu_b=$(python3 -c "print($(cpu "$slot_b") - $cpu_b0)")
   a=$(figure "$slot_a")
   b=$(figure "$slot_b")
   [[ -n $a && -n $b ]] || die "no result in round $round; see $WORK_DIR/load*.out"
   for pid in "${SLOT_PIDS[@]}"; do stop_pid "$pid"; done
   for port in "${SLOT_PORTS[@]}" "${B_PORTS[@]}"; do wait_free "$port" || die "port $port still in use"; done
-  ratio=$(python3 -c "print(f'{$b / $a:.3f}')")
+  # Per CPU-second: what each moved for the CPU it was given. Sharing a
+  # core, a binary that blocks less gets more of it (the scheduler shares
+  # among the runnable), so raw throughput alone can flatter a change that
+  # only waits less.
+  read -r ratio per_a per_b per_ratio < <(python3 -c "
+a, b, ca, cb, d = $a, $b, $cpu_a, $cpu_b, $DURATION
+pa, pb = a * d / ca, b * d / cb
+print(f'{b / a:.3f} {pa:.4g} {pb:.4g} {pb / pa:.3f}')")
   ratios+=("$ratio")
-  printf 'round %d: A %s %s, B %s %s, B/A %s\n' "$round" "$a" "$unit" "$b" "$unit" "$ratio"
+  per_ratios+=("$per_ratio")
+  printf 'round %d: A %s %s (%s per CPU-s, %.2f CPU-s), B %s %s (%s per CPU-s, %.2f CPU-s): B/A %s, per CPU %s\n' \
+    "$round" "$a" "$unit" "$per_a" "$cpu_a" "$b" "$unit" "$per_b" "$cpu_b" "$ratio" "$per_ratio"
 done
-python3 -c "import sys; r=[float(x) for x in sys.argv[1:]]; print(f'mean B/A over {len(r)} rounds: {sum(r)/len(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" "${ratios[@]}"
+summary='import sys
+r = [float(x) for x in sys.argv[2:]]
+print(f"mean B/A {sys.argv[1]} over {len(r)} rounds: {sum(r)/len(r):.3f} (min {min(r):.3f}, max {max(r):.3f})")'
+python3 -c "$summary" "$unit" "${ratios[@]}"
+python3 -c "$summary" "per CPU-second" "${per_ratios[@]}"

@@ -121,7 +121,9 @@ impl TcpProxy {
         let downstream = match tls {
             None => Down::Plain(downstream),
             Some((ctx, stats)) => {
-                bound_socket_buffers(&downstream, buffer_limit);
+                // A TLS socket keeps the kernel's autotuned buffers: bounded
+                // like a plain one, it cost 7% more CPU per Gbit through the
+                // double proxy (perf/ab.sh, per CPU-second).
                 let Ok(poll) = downstream.try_into_poll_io() else {
                     stats.connection_error.inc();
                     return;
@@ -130,8 +132,6 @@ impl TcpProxy {
                 match monoio::time::timeout(ctx.handshake_timeout, acceptor.accept(poll)).await {
                     Ok(Ok(s)) => {
                         stats.handshake.inc();
-                        let mut s = s;
-                        s.get_mut().1.set_buffer_limit(Some(tls_buffer(buffer_limit)));
                         Down::Tls(Box::new(s))
                     }
                     Ok(Err(e)) => {
@@ -167,7 +167,10 @@ impl TcpProxy {
             let connect_started = Instant::now();
             let failure = match connect(host.addr, cluster.connect_timeout).await {
                 Ok(stream) => {
-                    bound_socket_buffers(&stream, limit);
+                    // As downstream: a TLS socket keeps autotuned buffers.
+                    if cluster.tls.is_none() {
+                        bound_socket_buffers(&stream, limit);
+                    }
                     match &cluster.tls {
                         None => {
                             connected = Some((Up::Plain(stream), host));
@@ -185,8 +188,6 @@ impl TcpProxy {
                         .await
                         {
                             Ok(tls) => {
-                                let mut tls = tls;
-                                tls.get_mut().1.set_buffer_limit(Some(tls_buffer(limit)));
                                 connected = Some((Up::Tls(Box::new(tls)), host));
                                 break;
                             }
@@ -280,10 +281,9 @@ impl TcpProxy {
         };
         let mut d = tracked::Tracked::new(downstream, &last_activity, &tx);
         let mut u = tracked::Tracked::new(upstream, &last_activity, &rx);
-        // A large plaintext write becomes many 16 KiB records sent in one
-        // writev; 256 KiB measured 2-4% more Gbit per CPU than 64 KiB through
-        // the double proxy, and the connection's buffer limit still bounds it.
-        let buffer = tls_buffer(limit);
+        // TLS records are at most 16 KiB; a few per read is plenty (256 KiB
+        // measured 3% more CPU per Gbit, perf/ab.sh per CPU-second).
+        let buffer = limit.clamp(16 * 1024, 64 * 1024);
         let both = async {
             tokio::io::copy_bidirectional_with_sizes(&mut d, &mut u, buffer, buffer).await?;
             Ok(PumpEnd { flushed_after_close: false })
@@ -332,14 +332,6 @@ impl TcpProxy {
         let b = copy::pump(&mut ur, &mut dw, limit, &last_activity, &rx);
         drive(a, b, idle, &last_activity).await
     }
-}
-
-/// How much a TLS stream may hold unsent (rustls's buffer limit, 64 KiB by
-/// default): as much as the relay hands it in one write, up to 256 KiB and
-/// the connection's buffer limit, so that one write is one writev of many
-/// records (+4% Gbit per CPU through the double proxy, A/B side by side).
-fn tls_buffer(limit: usize) -> usize {
-    limit.clamp(16 * 1024, 256 * 1024)
 }
 
 /// The client side of TLS to an upstream host, counted in
