@@ -89,12 +89,12 @@ impl RequestHead {
     }
 }
 
-/// Parses one request head from the start of `buf`. `Ok(None)` means more
-/// bytes are needed (and the limits still allow them); `Ok(Some((head, n)))`
-/// means the head took `n` bytes.
 /// Header slots kept on the stack; Envoy's default `max_headers_count` is 100.
 const STACK_HEADERS: usize = 128;
 
+/// Parses one request head from the start of `buf`. `Ok(None)` means more
+/// bytes are needed (and the limits still allow them); `Ok(Some((head, n)))`
+/// means the head took `n` bytes.
 pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let head_end = find_head_end(buf);
     let scanned = head_end.unwrap_or(buf.len());
