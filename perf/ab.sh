@@ -12,6 +12,7 @@
 # Environment:
 #   MODE      http (default): wrk -c64 keep-alive GET /small through each
 #             binary's HTTP listener to one nginx origin (configs/http-envoy.yaml).
+#             https: the same over TLS to each binary (configs/https-envoy.yaml).
 #             mtls: iperf3 through a double proxy of each binary, plain in,
 #             mutual TLS between its halves, plain out (configs/tls-*-envoy.yaml).
 #   ROUNDS    rounds (default 4); DURATION seconds each (default 8)
@@ -68,6 +69,15 @@ case $MODE in
     shift_ports "$CONFIG_DIR/http-envoy.yaml" "$WORK_DIR/slot1.yaml" 18080:18081 9902:9912
     SLOT_PORTS=("18080" "18081")
     ;;
+  https)
+    ensure_tools wrk nginx-http python3 openssl
+    use_mode_ports tls-https
+    make_certs "$WORK_DIR/certs" >/dev/null
+    start_http_upstream
+    shift_ports "$CONFIG_DIR/https-envoy.yaml" "$WORK_DIR/slot0.yaml"
+    shift_ports "$CONFIG_DIR/https-envoy.yaml" "$WORK_DIR/slot1.yaml" 18443:18444 9902:9912
+    SLOT_PORTS=("18443" "18444")
+    ;;
   mtls)
     ensure_tools iperf3 openssl python3
     make_certs "$WORK_DIR/certs" >/dev/null
@@ -81,7 +91,7 @@ case $MODE in
     SLOT_PORTS=("15201" "15211")
     B_PORTS=("15202" "15212")
     ;;
-  *) die "unknown MODE=$MODE (http mtls)" ;;
+  *) die "unknown MODE=$MODE (http https mtls)" ;;
 esac
 
 # start_slot SLOT BINARY : that binary's proxy (or pair) on the slot's ports;
@@ -90,8 +100,8 @@ SLOT_PIDS=()
 PIDS_OF=("" "")
 start_slot() {
   local slot=$1 bin=$2
-  if [[ $MODE == http ]]; then
-    start_bg "slot$slot" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot.yaml" --concurrency 1
+  if [[ $MODE == http* ]]; then
+    BG_CWD=$WORK_DIR start_bg "slot$slot" "$PROXY_CPU" "$bin" -c "$WORK_DIR/slot$slot.yaml" --concurrency 1
     SLOT_PIDS+=("$BG_PID")
     PIDS_OF[slot]=$BG_PID
   else
@@ -111,8 +121,8 @@ start_slot() {
 LOAD_PIDS=()
 load() {
   local slot=$1 port=${SLOT_PORTS[$1]}
-  if [[ $MODE == http ]]; then
-    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" "http://$HOST:$port/small" >"$WORK_DIR/load$slot.out" 2>&1 &
+  if [[ $MODE == http* ]]; then
+    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" "$MODE://$HOST:$port/small" >"$WORK_DIR/load$slot.out" 2>&1 &
   else
     taskset -c "$LOAD_CPU" iperf3 -c "$HOST" -p "$port" -t "$DURATION" -P "$STREAMS" -J >"$WORK_DIR/load$slot.out" 2>&1 &
   fi
@@ -131,7 +141,7 @@ cpu() {
 # figure SLOT : req/s or Gbit/s from the slot's load output.
 figure() {
   local out="$WORK_DIR/load$1.out"
-  if [[ $MODE == http ]]; then
+  if [[ $MODE == http* ]]; then
     awk '/^Requests\/sec:/ {print $2}' "$out"
   else
     python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9, 3))' "$out"
@@ -142,7 +152,7 @@ if [[ ${HOG:-} == 1 ]]; then
   start_bg hog "$PROXY_CPU" sh -c 'while :; do :; done'
 fi
 
-unit=$([[ $MODE == http ]] && echo "req/s" || echo "Gbit/s")
+unit=$([[ $MODE == http* ]] && echo "req/s" || echo "Gbit/s")
 log "A = $BIN_A"
 log "B = $BIN_B"
 ratios=() per_ratios=()

@@ -8,7 +8,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use common::http::*;
@@ -273,40 +272,6 @@ fn retriable_status_codes_connect_failures_and_per_try_timeouts_retry() {
     wait_until("per-try timeout counted", || stat(&server, "cluster.flaky.upstream_rq_per_try_timeout") == 1);
     assert_eq!(stat(&server, "cluster.flaky.upstream_rq_retry"), 1);
     stop(server);
-}
-
-/// A WebSocket-ish upstream: answers an upgrade with 101, then echoes.
-fn upgrading_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let Some((_, headers, _)) = read_request(&mut c, &mut buf) else { return };
-                let upgrade = headers.iter().any(|(k, v)| k == "upgrade" && v == "websocket")
-                    && headers.iter().any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("upgrade"));
-                if !upgrade {
-                    let _ = c.write_all(&respond(400, "not an upgrade"));
-                    return;
-                }
-                c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi")
-                    .unwrap();
-                // Anything that came with the head is echoed first.
-                if !buf.is_empty() && c.write_all(&buf).is_err() {
-                    return;
-                }
-                let mut tmp = [0u8; 4096];
-                while let Ok(n) = c.read(&mut tmp) {
-                    if n == 0 || c.write_all(&tmp[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 #[test]

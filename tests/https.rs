@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 
@@ -77,11 +77,12 @@ fn tls_client_block(timeout_line: &str, ca_pem: &str) -> String {
 }
 
 fn https_listener_yaml(app: std::net::SocketAddr, pki: &Pki) -> String {
-    let plain = http_yaml(
-        &[("app", app)],
-        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n",
-        "          use_remote_address: true",
-    );
+    https_listener_yaml_with(app, pki, "          use_remote_address: true")
+}
+
+/// The same with `hcm` lines in the connection manager's config.
+fn https_listener_yaml_with(app: std::net::SocketAddr, pki: &Pki, hcm: &str) -> String {
+    let plain = http_yaml(&[("app", app)], ALL_TO_APP, hcm);
     let tls = tls_server_block(&pki.server_cert, &pki.server_key, "            alpn_protocols: [http/1.1]\n");
     // The chain's transport socket goes after its filters.
     plain.replace("  clusters:\n", &format!("{tls}  clusters:\n"))
@@ -105,6 +106,9 @@ fn tls_connect(ca_pem: &str, sni: &str, addr: std::net::SocketAddr, alpn: &[&[u8
 }
 
 type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Every request to the cluster `app`.
+const ALL_TO_APP: &str = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n";
 
 #[test]
 fn https_is_terminated_and_originated() {
@@ -420,4 +424,67 @@ fn connect_timeout_bounds_the_upstream_handshake() {
     assert_eq!(stat(&http, "cluster.secure.ssl.connection_error"), 1);
     stop(http);
     drop(silent);
+}
+
+/// Sends a WebSocket upgrade with `early` bytes after the head; reads until
+/// the upstream's 101 and its greeting and echo (`hi` + `early`).
+fn upgrade(s: &mut (impl Read + Write), early: &[u8]) -> String {
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    s.write_all(early).unwrap();
+    let want = [&b"hi"[..], early].concat();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !got.ends_with(&want) {
+        let n = s.read(&mut tmp).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+/// WebSocket over TLS: B terminates TLS and tunnels to a plain upstream; A
+/// takes plain WebSocket in and carries it over TLS to B. Both tunnels move
+/// bytes both ways at once.
+#[test]
+fn websocket_upgrades_tunnel_over_tls() {
+    let pki = pki();
+    let ws = upgrading_upstream();
+    let hcm = "          upgrade_configs: [{upgrade_type: websocket}]";
+    let b = start(&https_listener_yaml_with(ws, &pki, hcm), opts(1));
+    let b_addr = b.listener_addr("web").unwrap();
+
+    let mut tls = tls_connect(&pki.ca_pem, "front.test", b_addr, &[b"http/1.1"]).unwrap();
+    let text = upgrade(&mut tls, b"early");
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    for msg in [&b"frame one"[..], &[0u8, 255, 13, 10, 13, 10][..]] {
+        assert_eq!(round_trip(&mut tls, msg), msg);
+    }
+    assert_eq!(stat(&b, "http.ingress.downstream_cx_upgrades_total"), 1);
+
+    let a_yaml = http_yaml(&[("app", b_addr)], ALL_TO_APP, hcm)
+        .replace("    connect_timeout: 0.5s\n", &tls_client_block("    connect_timeout: 0.5s\n", &pki.ca_pem));
+    let a = start(&a_yaml, opts(1));
+    let mut s = connect(a.listener_addr("web").unwrap());
+    let text = upgrade(&mut s, b"through a");
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    // 4 MiB each way at once: written by one thread while read by this one.
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut writer = s.try_clone().unwrap();
+    let sent = data.clone();
+    let feeder = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).unwrap();
+    feeder.join().unwrap();
+    assert!(back == data, "the echo through both tunnels differs");
+    assert_eq!(stat(&a, "http.ingress.downstream_cx_upgrades_total"), 1);
+    assert_eq!(stat(&a, "cluster.app.ssl.handshake"), 1);
+    assert_eq!(stat(&b, "http.ingress.downstream_cx_upgrades_total"), 2);
+
+    // Closing the client ends both tunnels.
+    drop(s);
+    drop(tls);
+    wait_until("A's tunnel closed", || stat(&a, "http.ingress.downstream_cx_upgrades_active") == 0);
+    wait_until("B's tunnels closed", || stat(&b, "http.ingress.downstream_cx_upgrades_active") == 0);
+    stop(a);
+    stop(b);
 }

@@ -880,7 +880,6 @@ fn tls12_cipher_suites_limit_what_is_negotiated() {
 /// the listener's list by negotiating no protocol (SSL_TLSEXT_ERR_NOACK); it
 /// does not fail the handshake.
 #[test]
-#[ignore = "bug: rustls aborts with no_application_protocol when the client's ALPN offer shares nothing with alpn_protocols; Envoy negotiates no protocol and carries on"]
 fn alpn_without_overlap_negotiates_no_protocol() {
     let pki = Pki::new();
     let echo = Upstream::echo();

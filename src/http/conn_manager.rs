@@ -18,7 +18,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::tls::Conn;
+use crate::tls::{Conn, TlsStream};
 
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
@@ -131,15 +131,14 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
         (Some(ctx), Some(tls_stats)) => {
             use std::os::fd::AsRawFd;
             let fd = tcp.as_raw_fd();
-            let acceptor = monoio_rustls::TlsAcceptor::from(ctx.config.clone());
-            match monoio::time::timeout(ctx.handshake_timeout, acceptor.accept(tcp)).await {
+            match monoio::time::timeout(ctx.handshake_timeout, TlsStream::accept(tcp, ctx)).await {
                 Ok(Ok(tls)) => {
                     tls_stats.handshake.inc();
                     first.stats.downstream_cx_ssl_total.inc();
-                    Conn::server(tls, fd)
+                    Conn::tls(tls, fd)
                 }
                 Ok(Err(e)) => {
-                    tls_stats.count_failure(&e);
+                    tls_stats.count_io_failure(&e);
                     return;
                 }
                 Err(_) => {
@@ -291,14 +290,14 @@ async fn origin_tls(
 ) -> Result<Conn, bool> {
     use std::os::fd::AsRawFd;
     let fd = tcp.as_raw_fd();
-    let connector = monoio_rustls::TlsConnector::from(ctx.config.clone());
-    match monoio::time::timeout(limit, connector.connect(ctx.server_name(ip), tcp)).await {
+    let handshake = TlsStream::connect(tcp, ctx.config.clone(), ctx.server_name(ip));
+    match monoio::time::timeout(limit, handshake).await {
         Ok(Ok(tls)) => {
             stats.handshake.inc();
-            Ok(Conn::client(tls, fd))
+            Ok(Conn::tls(tls, fd))
         }
         Ok(Err(e)) => {
-            stats.count_failure(&e);
+            stats.count_io_failure(&e);
             tracing::debug!("upstream TLS handshake failed: {e:?}");
             Err(false)
         }
@@ -320,9 +319,7 @@ async fn tunnel(down: Conn, early: Vec<u8>, up: Upgraded) {
             return;
         }
     }
-    // Upgrades over TLS are refused before they get here.
-    let (Conn::Plain(down), Conn::Plain(stream)) = (down, stream) else { return };
-    if let Err(e) = crate::tcp_proxy::tunnel(down, stream, up.idle, up.buffer).await {
+    if let Err(e) = crate::tcp_proxy::tunnel(down.into_split(), stream.into_split(), up.idle, up.buffer).await {
         tracing::debug!("upgraded connection ended: {e}");
     }
     drop(guard);
@@ -793,13 +790,6 @@ impl HttpConnectionManager {
                     return Outcome::closing(403, Facts::local(Flags::NONE, "upgrade_failed", 0));
                 }
                 let (cluster_id, request_headers, response_headers) = self.pick_target(fwd, entry);
-                // The tunnel relays both directions at once, which the TLS
-                // streams cannot do safely yet: refuse rather than risk it.
-                if upgrade.is_some() && (down.is_tls() || clusters.get(cluster_id).tls.is_some()) {
-                    let reply = "upgrades over TLS are not supported yet";
-                    let _ = self.local_reply(down, 501, reply, false).await;
-                    return Outcome::closing(501, Facts::local(Flags::NONE, "upgrade_failed", reply.len()));
-                }
                 // One id for every attempt, and for the access log.
                 let generated_id = (self.config.generate_request_id && head.header("x-request-id").is_none())
                     .then(|| uuid4(&self.rng));

@@ -22,7 +22,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 pub mod inspect;
 mod stream;
 
-pub use stream::Conn;
+pub use stream::{Conn, ConnReader, ConnWriter, TlsReader, TlsStream, TlsWriter};
 
 use crate::config::StringMatch;
 use crate::stats::{Counter, Shard, StatKey};
@@ -54,6 +54,10 @@ impl CertInfo {
 #[derive(Clone)]
 pub struct ServerContext {
     pub config: Arc<rustls::ServerConfig>,
+    /// `config` without ALPN, for clients that offer none of its protocols
+    /// (Envoy carries on without ALPN; rustls alone would refuse them).
+    /// `None` when the chain names no ALPN protocols.
+    pub config_without_alpn: Option<Arc<rustls::ServerConfig>>,
     /// The CA client certificates are checked against, if any.
     pub ca: Vec<CertInfo>,
     /// The filter chain's `transport_socket_connect_timeout`: a handshake
@@ -384,15 +388,8 @@ impl TlsStats {
         }
     }
 
-    /// Counts a failed handshake by its reason.
-    pub fn count_failure(&self, e: &monoio_rustls::TlsError) {
-        match e {
-            monoio_rustls::TlsError::Rustls(r) => self.count(Some(r)),
-            monoio_rustls::TlsError::Io(io) => self.count_io_failure(io),
-        }
-    }
-
-    /// The same for an io::Error that may carry rustls' error inside.
+    /// Counts a failed handshake by its reason: the rustls error the
+    /// io::Error carries, if any.
     pub fn count_io_failure(&self, e: &std::io::Error) {
         self.count(e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()));
     }

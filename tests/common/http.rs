@@ -162,25 +162,31 @@ pub fn respond(status: u16, body: &str) -> Vec<u8> {
     format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
-/// A raw upstream that answers every connection with `reply` (or nothing).
-pub fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
+/// A listener on a free port that runs `serve` on a thread of its own for
+/// each connection.
+pub fn serve_each(serve: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = c.read(&mut buf);
-                if !reply.is_empty() {
-                    let _ = c.write_all(reply);
-                }
-                // Hold the connection until the peer goes away.
-                while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-            });
+            let Ok(c) = conn else { continue };
+            std::thread::spawn(move || serve(c));
         }
     });
     addr
+}
+
+/// A raw upstream that answers every connection with `reply` (or nothing).
+pub fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
+    serve_each(move |mut c| {
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf);
+        if !reply.is_empty() {
+            let _ = c.write_all(reply);
+        }
+        // Hold the connection until the peer goes away.
+        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+    })
 }
 
 pub fn http_yaml(clusters: &[(&str, SocketAddr)], routes: &str, extra_hcm: &str) -> String {
@@ -267,4 +273,30 @@ pub fn get(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut s = super::connect(addr);
     let (status, head, body) = exchange(&mut s, request.as_bytes());
     (status, head, String::from_utf8(body).unwrap())
+}
+
+/// A WebSocket-ish upstream: answers an upgrade with 101, then echoes.
+pub fn upgrading_upstream() -> SocketAddr {
+    serve_each(|mut c| {
+        let mut buf = Vec::new();
+        let Some((_, headers, _)) = read_request(&mut c, &mut buf) else { return };
+        let upgrade = headers.iter().any(|(k, v)| k == "upgrade" && v == "websocket")
+            && headers.iter().any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("upgrade"));
+        if !upgrade {
+            let _ = c.write_all(&respond(400, "not an upgrade"));
+            return;
+        }
+        c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi")
+            .unwrap();
+        // Anything that came with the head is echoed first.
+        if !buf.is_empty() && c.write_all(&buf).is_err() {
+            return;
+        }
+        let mut tmp = [0u8; 4096];
+        while let Ok(n) = c.read(&mut tmp) {
+            if n == 0 || c.write_all(&tmp[..n]).is_err() {
+                return;
+            }
+        }
+    })
 }

@@ -210,7 +210,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Writes `msg` and reads back exactly as many bytes.
-pub fn round_trip(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+pub fn round_trip(s: &mut (impl Read + Write), msg: &[u8]) -> Vec<u8> {
     s.write_all(msg).unwrap();
     let mut back = vec![0u8; msg.len()];
     s.read_exact(&mut back).unwrap();
