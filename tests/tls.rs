@@ -876,6 +876,30 @@ fn tls12_cipher_suites_limit_what_is_negotiated() {
     stop(server);
 }
 
+/// A TLS 1.3 client that updates its keys mid-stream and asks for ours in
+/// turn: ringway reads the KeyUpdate while it relays the other direction,
+/// answers with its own before any data under the new keys, and the
+/// connection carries on; several times over, with 64 KiB each way between.
+#[test]
+fn key_updates_mid_stream_are_answered() {
+    let pki = Pki::new();
+    let echo = Upstream::echo();
+    let server = quick_server(&pki, &echo);
+    let addr = server.listener_addr("quick").unwrap();
+    let config = client_config(&pki.ca, None, &[&rustls::version::TLS13], &[]);
+    let mut s = tls_connect(addr, config).unwrap();
+    assert_eq!(tls_round_trip(&mut s, b"before"), b"before");
+    let bulk: Vec<u8> = (0..64u32 << 10).map(|i| (i % 253) as u8).collect();
+    for round in 0..4 {
+        s.conn.refresh_traffic_keys().unwrap();
+        assert_eq!(tls_round_trip(&mut s, b"after a key update"), b"after a key update", "round {round}");
+        assert!(tls_round_trip(&mut s, &bulk) == bulk, "round {round}: 64 KiB came back different");
+    }
+    assert_eq!(listener_ssl(&server, 0, "handshake"), 1);
+    assert_eq!(ssl_failures(&server, "listener.127.0.0.1_0"), 0);
+    stop(server);
+}
+
 /// Envoy (BoringSSL) answers a client whose ALPN offer shares nothing with
 /// the listener's list by negotiating no protocol (SSL_TLSEXT_ERR_NOACK); it
 /// does not fail the handshake.
