@@ -28,7 +28,7 @@
 //! is idle, or leaves them to the writer, which sends all that is queued
 //! before it lets go of the socket.
 
-use std::cell::{Cell, RefCell, RefMut};
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -238,11 +238,6 @@ impl TlsStream {
         }
     }
 
-    /// The session, for what it negotiated.
-    pub fn session(&self) -> RefMut<'_, rustls::Connection> {
-        self.reader.shared.session.borrow_mut()
-    }
-
     pub fn alpn(&self) -> Option<Vec<u8>> {
         self.reader.shared.session.borrow().alpn_protocol().map(<[u8]>::to_vec)
     }
@@ -320,7 +315,8 @@ impl TlsReader {
         loop {
             // SAFETY: passed on from the caller.
             let got = unsafe { self.decrypt(dst, cap) };
-            // Whatever this read ends with, the next tries the socket first.
+            // Kept only if this read returns data, for the next to know
+            // the socket was left empty; a wait below sets it anew.
             let drained = std::mem::take(&mut self.drained);
             if self.shared.session.borrow().wants_write() {
                 // An alert or a key update answer; best effort, and left to
@@ -329,7 +325,6 @@ impl TlsReader {
             }
             match got? {
                 Some(n) => {
-                    // It emptied the socket: the next read waits first.
                     self.drained = drained;
                     return Ok(n);
                 }
