@@ -122,9 +122,9 @@ pub(super) fn downstream(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(CertChooser::new(keys)));
-    let config_without_alpn = Some(Arc::new(config.clone()));
-    config.alpn_protocols = alpn(&common, &cpath)?;
-    let config_without_alpn = config_without_alpn.filter(|_| !config.alpn_protocols.is_empty());
+    let alpn_protocols = alpn(&common, &cpath)?;
+    let config_without_alpn = (!alpn_protocols.is_empty()).then(|| Arc::new(config.clone()));
+    config.alpn_protocols = alpn_protocols;
     Ok(Some(Arc::new(ServerContext {
         config: Arc::new(config),
         config_without_alpn,

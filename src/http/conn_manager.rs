@@ -18,7 +18,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::tls::{Conn, TlsStream};
+use crate::tls::Conn;
 
 use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
@@ -129,23 +129,9 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
     // A TLS filter chain: the handshake comes first.
     let mut down = match (&chain_config.tls, &chain_rt.tls_stats) {
         (Some(ctx), Some(tls_stats)) => {
-            use std::os::fd::AsRawFd;
-            let fd = tcp.as_raw_fd();
-            match monoio::time::timeout(ctx.handshake_timeout, TlsStream::accept(tcp, ctx)).await {
-                Ok(Ok(tls)) => {
-                    tls_stats.handshake.inc();
-                    first.stats.downstream_cx_ssl_total.inc();
-                    Conn::tls(tls, fd)
-                }
-                Ok(Err(e)) => {
-                    tls_stats.count_io_failure(&e);
-                    return;
-                }
-                Err(_) => {
-                    tls_stats.connection_error.inc();
-                    return;
-                }
-            }
+            let Some(tls) = crate::tls::accept(tcp, ctx, tls_stats).await else { return };
+            first.stats.downstream_cx_ssl_total.inc();
+            tls
         }
         _ => Conn::Plain(tcp),
     };
@@ -277,35 +263,6 @@ fn next_connection_id(worker: usize) -> u64 {
         c.set(n);
         ((worker as u64) << 48) | n
     })
-}
-
-/// The client side of TLS to an upstream, counted in `cluster.<name>.ssl.*`,
-/// within `limit`; `Err(true)` when it timed out.
-async fn origin_tls(
-    tcp: TcpStream,
-    ip: std::net::IpAddr,
-    ctx: &crate::tls::ClientContext,
-    stats: &crate::tls::TlsStats,
-    limit: Duration,
-) -> Result<Conn, bool> {
-    use std::os::fd::AsRawFd;
-    let fd = tcp.as_raw_fd();
-    let handshake = TlsStream::connect(tcp, ctx.config.clone(), ctx.server_name(ip));
-    match monoio::time::timeout(limit, handshake).await {
-        Ok(Ok(tls)) => {
-            stats.handshake.inc();
-            Ok(Conn::tls(tls, fd))
-        }
-        Ok(Err(e)) => {
-            stats.count_io_failure(&e);
-            tracing::debug!("upstream TLS handshake failed: {e:?}");
-            Err(false)
-        }
-        Err(_) => {
-            stats.connection_error.inc();
-            Err(true)
-        }
-    }
 }
 
 /// Relays an upgraded connection's bytes both ways until both sides close,
@@ -1384,7 +1341,7 @@ impl HttpConnectionManager {
             // both (Envoy's rule).
             (Ok(tcp), Some((ctx, tls_stats))) => {
                 let left = cluster.connect_timeout.saturating_sub(connect_started.elapsed());
-                let stream = origin_tls(tcp, host.addr.ip(), ctx, tls_stats, left).await;
+                let stream = crate::tls::connect(tcp, host.addr.ip(), ctx, tls_stats, left).await;
                 cs.upstream_rq_pending_active.dec();
                 return match stream {
                     Ok(s) => Ok(UpstreamConn::new(s, cs, host)),

@@ -10,7 +10,6 @@ pub mod splice;
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use monoio::net::TcpStream;
 
 use crate::config::{ClusterId, TcpProxyConfig, TcpRoute};
 use crate::stats::{Counter, Shard, StatKey};
-use crate::tls::{Conn, TlsStream};
+use crate::tls::Conn;
 use crate::upstream::lb::Rng;
 use crate::upstream::{ClusterManager, connect};
 use splice::{Pipe, PumpEnd};
@@ -124,22 +123,8 @@ impl TcpProxy {
                 // A TLS socket keeps the kernel's autotuned buffers: bounded
                 // like a plain one, it cost 7% more CPU per Gbit through the
                 // double proxy (perf/ab.sh, per CPU-second).
-                let fd = downstream.as_raw_fd();
-                match monoio::time::timeout(ctx.handshake_timeout, TlsStream::accept(downstream, ctx)).await {
-                    Ok(Ok(s)) => {
-                        stats.handshake.inc();
-                        Conn::tls(s, fd)
-                    }
-                    Ok(Err(e)) => {
-                        stats.count_io_failure(&e);
-                        tracing::debug!("downstream TLS handshake failed: {e:?}");
-                        return;
-                    }
-                    Err(_) => {
-                        stats.connection_error.inc();
-                        return;
-                    }
-                }
+                let Some(tls) = crate::tls::accept(downstream, ctx, stats).await else { return };
+                tls
             }
         };
         let Some(cluster_id) = self.route() else {
@@ -174,11 +159,11 @@ impl TcpProxy {
                         }
                         // A TLS upstream is connected once its handshake is
                         // done: connect_timeout covers both (Envoy's rule).
-                        Some((ctx, stats)) => match tls_handshake(
+                        Some((ctx, stats)) => match crate::tls::connect(
                             stream,
+                            host.addr.ip(),
                             ctx,
                             stats,
-                            host.addr.ip(),
                             cluster.connect_timeout.saturating_sub(connect_started.elapsed()),
                         )
                         .await
@@ -311,33 +296,6 @@ impl TcpProxy {
         let a = copy::pump(&mut dr, &mut uw, limit, &last_activity, &tx);
         let b = copy::pump(&mut ur, &mut dw, limit, &last_activity, &rx);
         drive(a, b, idle, &last_activity).await
-    }
-}
-
-/// The client side of TLS to an upstream host, counted in
-/// `cluster.<name>.ssl.*`, within `limit`; `Err(true)` when it timed out.
-async fn tls_handshake(
-    tcp: TcpStream,
-    ctx: &crate::tls::ClientContext,
-    stats: &crate::tls::TlsStats,
-    ip: std::net::IpAddr,
-    limit: Duration,
-) -> Result<Conn, bool> {
-    let fd = tcp.as_raw_fd();
-    let handshake = TlsStream::connect(tcp, ctx.config.clone(), ctx.server_name(ip));
-    match monoio::time::timeout(limit, handshake).await {
-        Ok(Ok(s)) => {
-            stats.handshake.inc();
-            Ok(Conn::tls(s, fd))
-        }
-        Ok(Err(e)) => {
-            stats.count_io_failure(&e);
-            Err(false)
-        }
-        Err(_) => {
-            stats.connection_error.inc();
-            Err(true)
-        }
     }
 }
 

@@ -18,10 +18,10 @@ pub struct Hello {
 }
 
 /// A ClientHello larger than this is not waited for.
-pub(crate) const MAX_HELLO: usize = 16 * 1024 + 5;
+const MAX_HELLO: usize = 16 * 1024 + 5;
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Parse {
+enum Parse {
     NeedMore,
     Done(Hello),
 }
@@ -79,7 +79,7 @@ fn peek(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Reads the handshake message out of one or more TLS records.
-pub(crate) fn parse(bytes: &[u8]) -> Parse {
+fn parse(bytes: &[u8]) -> Parse {
     let not_tls = Parse::Done(Hello::default());
     // Record header: handshake (22), version 3.x, length.
     if bytes.is_empty() {

@@ -8,9 +8,11 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use monoio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -22,7 +24,8 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 pub mod inspect;
 mod stream;
 
-pub use stream::{Conn, ConnReader, ConnWriter, TlsReader, TlsStream, TlsWriter};
+use stream::TlsStream;
+pub use stream::{Conn, ConnReader, ConnWriter, TlsReader, TlsWriter};
 
 use crate::config::StringMatch;
 use crate::stats::{Counter, Shard, StatKey};
@@ -31,6 +34,56 @@ use crate::stats::{Counter, Shard, StatKey};
 /// `transport_socket_connect_timeout` unset; ringway bounds every wait).
 /// Upstream handshakes fit in the cluster's `connect_timeout` instead.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server side of a handshake on a filter chain's connection, within
+/// the chain's `handshake_timeout`, counted in the listener's `ssl.*`. `None`:
+/// it failed or timed out, and the connection is closed.
+pub async fn accept(tcp: TcpStream, ctx: &ServerContext, stats: &TlsStats) -> Option<Conn> {
+    let fd = tcp.as_raw_fd();
+    match monoio::time::timeout(ctx.handshake_timeout, TlsStream::accept(tcp, ctx)).await {
+        Ok(Ok(tls)) => {
+            stats.handshake.inc();
+            Some(Conn::tls(tls, fd))
+        }
+        Ok(Err(e)) => {
+            stats.count_io_failure(&e);
+            tracing::debug!("downstream TLS handshake failed: {e:?}");
+            None
+        }
+        Err(_) => {
+            stats.connection_error.inc();
+            None
+        }
+    }
+}
+
+/// The client side of a handshake to an upstream at `ip`, within `limit`,
+/// counted in the cluster's `ssl.*`. `Err(true)` when it timed out.
+pub async fn connect(
+    tcp: TcpStream,
+    ip: IpAddr,
+    ctx: &ClientContext,
+    stats: &TlsStats,
+    limit: Duration,
+) -> Result<Conn, bool> {
+    let fd = tcp.as_raw_fd();
+    let handshake = TlsStream::connect(tcp, ctx.config.clone(), ctx.server_name(ip));
+    match monoio::time::timeout(limit, handshake).await {
+        Ok(Ok(tls)) => {
+            stats.handshake.inc();
+            Ok(Conn::tls(tls, fd))
+        }
+        Ok(Err(e)) => {
+            stats.count_io_failure(&e);
+            tracing::debug!("upstream TLS handshake failed: {e:?}");
+            Err(false)
+        }
+        Err(_) => {
+            stats.connection_error.inc();
+            Err(true)
+        }
+    }
+}
 
 /// A certificate and key as loaded, for `/certs` and `/config_dump`.
 #[derive(Debug, Clone)]
