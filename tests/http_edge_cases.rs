@@ -10,6 +10,8 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::Read;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,20 @@ fn first_fails_upstream(status: u16) -> HttpUpstream {
             Reply::Bytes(describe(req))
         }
     })
+}
+
+/// Everything to cluster `app`, with two retries on `retry_on`.
+fn retry_routes(retry_on: &str) -> String {
+    format!(
+        r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route:
+                  cluster: app
+                  retry_policy: {{retry_on: "{retry_on}", num_retries: 2, retry_back_off: {{base_interval: 0.001s}}}}
+"#
+    )
 }
 
 /// Reads once more and expects the peer's orderly close.
@@ -311,15 +327,7 @@ fn a_virtual_host_retry_policy_applies_unless_the_route_has_its_own() {
 #[test]
 fn a_body_over_the_clusters_buffer_limit_is_not_retried() {
     let app = first_fails_upstream(503);
-    let routes = r#"            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route:
-                  cluster: app
-                  retry_policy: {retry_on: "5xx", num_retries: 2, retry_back_off: {base_interval: 0.001s}}
-"#;
-    let yaml = http_yaml(&[("app", app.addr)], routes, "")
+    let yaml = http_yaml(&[("app", app.addr)], &retry_routes("5xx"), "")
         .replace("connect_timeout: 0.5s\n", "connect_timeout: 0.5s\n    per_connection_buffer_limit_bytes: 1024\n");
     assert!(yaml.contains("per_connection_buffer_limit_bytes: 1024"), "the limit did not apply");
     let (server, addr) = serve(&yaml);
@@ -537,6 +545,161 @@ fn a_host_matcher_sees_the_authority_of_an_absolute_form_target() {
     for (request, want) in cases {
         let (status, _, body) = get(addr, request);
         assert_eq!((status, body.as_str()), (200, want), "{request:?}");
+    }
+    stop(server);
+}
+
+#[test]
+fn a_retry_after_a_reset_mid_body_sends_the_body_once_and_whole() {
+    // Each round's first try takes the head and some of the body, then
+    // resets; every other request is answered with what it carried.
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static RESETS: AtomicUsize = AtomicUsize::new(0);
+    let app = serve_each(|mut c| {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        loop {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut tmp) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+            if buf.starts_with(b"POST /up ") && ARMED.swap(false, Ordering::AcqRel) {
+                while buf.len() < 8 * 1024 {
+                    match c.read(&mut tmp) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+                drop(c);
+                RESETS.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            let Some(req) = read_request(&mut c, &mut buf) else { return };
+            if c.write_all(&describe(&req)).is_err() {
+                return;
+            }
+        }
+    });
+    let (server, addr) = serve(&http_yaml(&[("app", app)], &retry_routes("reset"), ""));
+    let payload: Vec<u8> = random_bytes(200 * 1024, 7).iter().map(|b| b'a' + b % 26).collect();
+    let (first, rest) = payload.split_at(16 * 1024);
+    let chunk = |data: &[u8]| {
+        let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+        out
+    };
+    for (round, chunked) in [false, true].into_iter().enumerate() {
+        ARMED.store(true, Ordering::Release);
+        let mut s = connect(addr);
+        let (mut head, mut tail) = if chunked {
+            let mut tail = chunk(rest);
+            tail.extend_from_slice(b"0\r\n\r\n");
+            (b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), tail)
+        } else {
+            (
+                format!("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", payload.len()).into_bytes(),
+                rest.to_vec(),
+            )
+        };
+        head.extend_from_slice(&if chunked { chunk(first) } else { first.to_vec() });
+        s.write_all(&head).unwrap();
+        // The rest only once the upstream has reset: ringway's next write to
+        // it fails midway through the body.
+        wait_until("the first try reset", || RESETS.load(Ordering::Acquire) == round + 1);
+        // A request pipelined behind: it must come out as a request of its
+        // own, not as body bytes or garbage.
+        tail.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+        s.write_all(&tail).unwrap();
+        let (status, _, body) = read_response(&mut s);
+        assert_eq!(status, 200, "chunked={chunked}: {}", String::from_utf8_lossy(&body));
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with("POST /up\n"), "chunked={chunked}: {text:.200}");
+        assert!(body.ends_with(&payload), "chunked={chunked}: the upstream did not get the body once and whole");
+        assert_eq!(body.len() - body.windows(payload.len()).position(|w| w == payload).unwrap(), payload.len());
+        let (status, _, body) = read_response(&mut s);
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).starts_with("GET /next\n"), "{}", String::from_utf8_lossy(&body));
+        // Two tries of the POST and the GET: on a new connection the reset is
+        // a retry; on a pooled one ringway takes it for a stale connection
+        // and makes the request again unasked.
+        wait_until("the tries counted", || stat(&server, "cluster.app.upstream_rq_total") == 3 * (round as i128 + 1));
+    }
+    assert_eq!(stat(&server, "cluster.app.upstream_rq_retry"), 1);
+    stop(server);
+}
+
+#[test]
+fn a_stale_pooled_connection_met_mid_body_is_replaced_and_the_body_sent_whole() {
+    // Each connection answers one request and then closes, as an upstream
+    // with a short keep-alive timeout does while ringway keeps it pooled.
+    static CLOSED: AtomicUsize = AtomicUsize::new(0);
+    let app = serve_each(|mut c| {
+        let mut buf = Vec::new();
+        if let Some(req) = read_request(&mut c, &mut buf) {
+            let _ = c.write_all(&describe(&req));
+        }
+        drop(c);
+        CLOSED.fetch_add(1, Ordering::AcqRel);
+    });
+    let (server, addr) = serve(&http_yaml(&[("app", app)], &retry_routes("reset"), ""));
+    let mut s = connect(addr);
+    let (status, _, _) = exchange(&mut s, b"POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(status, 200);
+    wait_until("the upstream closed its connection", || CLOSED.load(Ordering::Acquire) == 1);
+    let payload: Vec<u8> = random_bytes(64 * 1024, 9).iter().map(|b| b'a' + b % 26).collect();
+    let mut request =
+        format!("POST /two HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", payload.len()).into_bytes();
+    request.extend_from_slice(&payload);
+    let (status, _, body) = exchange(&mut s, &request);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(body.ends_with(&payload), "the new connection did not get the whole body");
+    // Made again on a new connection, which is not a retry.
+    assert_eq!(stat(&server, "cluster.app.upstream_rq_retry"), 0);
+    assert_eq!(stat(&server, "cluster.app.upstream_cx_total"), 2);
+    stop(server);
+}
+
+#[test]
+fn only_an_idempotent_request_is_made_again_when_a_pooled_connection_closes_unanswered() {
+    // Each connection answers its first request, then takes the second and
+    // closes without a word: an upstream that may have acted on it.
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let app = serve_each(|mut c| {
+        let mut buf = Vec::new();
+        let mut answered = false;
+        while let Some(req) = read_request(&mut c, &mut buf) {
+            SEEN.lock().unwrap().push(req.0.clone());
+            if answered {
+                return;
+            }
+            answered = true;
+            if c.write_all(&describe(&req)).is_err() {
+                return;
+            }
+        }
+    });
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n";
+    let (server, addr) = serve(&http_yaml(&[("app", app)], routes, ""));
+    let seen = |line: &str| SEEN.lock().unwrap().iter().filter(|l| *l == line).count();
+    for (method, again) in [("POST", false), ("DELETE", true), ("PATCH", false), ("GET", true)] {
+        let mut s = connect(addr);
+        let (status, _, _) = exchange(&mut s, format!("GET /warm-{method} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(status, 200);
+        let line = format!("{method} /act");
+        let before = seen(&line);
+        let (status, _, body) =
+            exchange(&mut s, format!("{method} /act HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").as_bytes());
+        if again {
+            assert_eq!(status, 200, "{method}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(seen(&line) - before, 2, "{method}: made once more on a new connection");
+        } else {
+            assert_eq!(status, 503, "{method}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(seen(&line) - before, 1, "{method} was sent twice");
+        }
     }
     stop(server);
 }

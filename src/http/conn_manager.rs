@@ -519,6 +519,12 @@ impl RequestBody {
     }
 }
 
+/// RFC 9110's idempotent methods: sending one twice does what sending it
+/// once does.
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+}
+
 fn retriable_status(r: &RetryConfig, status: u16) -> bool {
     (r.on.server_error && (500..600).contains(&status))
         || (r.on.gateway_error && (502..=504).contains(&status))
@@ -974,7 +980,7 @@ impl HttpConnectionManager {
         let (mut conn, host, response, mut ubuf, retry_flags) = loop {
             attempts += 1;
             cs.upstream_rq_total.inc();
-            let end = self.attempt(down, buf, ex, cluster, &mut body, &mut timing, attempts).await;
+            let end = self.attempt(down, buf, ex, cluster, &mut body, &mut timing).await;
             if let AttemptEnd::Failed(UpstreamFailure::Stale) = end {
                 cs.upstream_cx_destroy_remote.inc();
                 if !body.fresh_only && body.replayable() && !timing.expired() {
@@ -1069,7 +1075,7 @@ impl HttpConnectionManager {
                     let facts = ended(Flags::STREAM_IDLE_TIMEOUT, details, reply.len());
                     return Outcome::closing(408, facts);
                 }
-                AttemptEnd::Downstream(BodyError::Upstream) => {
+                AttemptEnd::Downstream(BodyError::Upstream(_)) => {
                     let f = UpstreamFailure::Reset;
                     let (flag, details) = f.log_flag();
                     let facts = ended(flags.with(flag), details, 0);
@@ -1214,18 +1220,19 @@ impl HttpConnectionManager {
         cluster: &'c Cluster,
         body: &mut RequestBody,
         timing: &mut Timing,
-        attempt: u32,
     ) -> AttemptEnd<'c> {
         // A retry's writes are bounded by the route deadline too.
         let idle = timing.bound(ex.idle);
-        let write_failed = |timing: &Timing, reused: bool| {
-            if timing.expired() {
-                AttemptEnd::Failed(UpstreamFailure::Timeout)
-            } else if reused {
-                AttemptEnd::Failed(UpstreamFailure::Stale)
-            } else {
-                AttemptEnd::Failed(UpstreamFailure::Reset)
-            }
+        // A write the upstream refused (reset: its socket was closed) never
+        // reached it, so on a pooled connection it is stale; one it stopped
+        // taking (timeout) is a stalled upstream, never stale.
+        let write_failed = |timing: &Timing, reused: bool, fail: IoFail| {
+            AttemptEnd::Failed(match fail {
+                _ if timing.expired() => UpstreamFailure::Timeout,
+                IoFail::Timeout => UpstreamFailure::StreamIdle,
+                IoFail::Io(_) if reused => UpstreamFailure::Stale,
+                IoFail::Io(_) => UpstreamFailure::Reset,
+            })
         };
         let Some(host) = cluster.pick() else {
             cluster.stats.upstream_cx_none_healthy.inc();
@@ -1252,15 +1259,15 @@ impl HttpConnectionManager {
         self.upstream_request_head(&mut request_head, ex, host.hostname.as_deref());
         let up = &mut conn.stream;
         let (r, back) = write_all(up, request_head, idle).await;
-        if r.is_err() {
-            return write_failed(timing, conn.reused());
+        if let Err(fail) = r {
+            return write_failed(timing, conn.reused(), fail);
         }
         conn.write_buf = back.unwrap_or_default();
         let up = &mut conn.stream;
-        match self.forward_request_body(down, up, buf, body, idle, attempt > 1).await {
+        match self.forward_request_body(down, up, buf, body, idle).await {
             Ok(()) => {}
             // The upstream went away mid-body: a retry can replay what was sent.
-            Err(BodyError::Upstream) => return write_failed(timing, conn.reused()),
+            Err(BodyError::Upstream(fail)) => return write_failed(timing, conn.reused(), fail),
             Err(e) => return AttemptEnd::Downstream(e),
         }
         // The route timeout runs from the end of the request (Envoy's rule)
@@ -1296,9 +1303,11 @@ impl HttpConnectionManager {
             let (r, b) = read_more(&mut conn.stream, ubuf, wait()).await;
             ubuf = b;
             match r {
-                // A pooled connection closed before any response byte: the
-                // upstream closed it while idle.
-                Ok(0) | Err(IoFail::Io(_)) if ubuf.is_empty() && conn.reused() => {
+                // A pooled connection closed before any response byte: most
+                // likely the upstream closed it while idle, but it may have
+                // taken the request first, so only an idempotent one goes
+                // again unasked.
+                Ok(0) | Err(IoFail::Io(_)) if ubuf.is_empty() && conn.reused() && idempotent(&ex.head.method) => {
                     return AttemptEnd::Failed(UpstreamFailure::Stale);
                 }
                 Ok(0) | Err(IoFail::Io(_)) => return AttemptEnd::Failed(UpstreamFailure::Reset),
@@ -1538,13 +1547,13 @@ impl HttpConnectionManager {
         buf: &mut Vec<u8>,
         body: &mut RequestBody,
         idle: Duration,
-        replay: bool,
     ) -> Result<(), BodyError> {
-        if replay && let Some(sent) = body.replay.take() {
+        // What an earlier attempt sent goes first, whole.
+        if let Some(sent) = body.replay.take_if(|sent| !sent.is_empty()) {
             let n = sent.len();
             let (r, back) = write_range(up, sent, 0..n, idle).await;
             body.replay = (back.len() == n).then_some(back);
-            r.map_err(|_| BodyError::Upstream)?;
+            r.map_err(BodyError::Upstream)?;
         }
         if body.complete {
             return Ok(());
@@ -1566,10 +1575,21 @@ impl HttpConnectionManager {
             };
             body.keep(&buf[..used]);
             body.received += used as u64;
+            let had = buf.len();
             let (r, b) = write_range(up, std::mem::take(buf), 0..used, wait()).await;
+            // The bytes are counted as sent (and kept) even if the write
+            // failed: a retry sends them from the kept copy.
+            let lost = b.len() != had;
             *buf = b;
-            r.map_err(|_| BodyError::Upstream)?;
             buf.drain(..used.min(buf.len()));
+            if let Err(fail) = r {
+                if lost {
+                    // A cancelled write takes the buffer, and what was read
+                    // past this piece with it: the body cannot be sent again.
+                    body.replay = None;
+                }
+                return Err(BodyError::Upstream(fail));
+            }
             if done {
                 body.complete = true;
                 return Ok(());
@@ -1820,7 +1840,8 @@ enum BodyError {
     /// The client sent nothing for the stream idle timeout, or (true) the
     /// request_timeout passed.
     DownstreamTimeout(bool),
-    Upstream,
+    /// A write to the upstream failed, or timed out.
+    Upstream(IoFail),
 }
 
 /// The path rewrite of a matched route.
