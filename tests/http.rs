@@ -454,3 +454,41 @@ fn header_values_render_envoys_variables() {
     drop(s);
     stop(server);
 }
+
+#[test]
+fn a_connection_closed_with_input_unread_ends_with_fin_not_reset() {
+    let routes = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                direct_response: {status: 403, body: {inline_string: \"denied\"}}\n";
+    // `delayed_close_timeout: 0s` closes at once, as in Envoy: the unread
+    // bytes make that close a reset.
+    for (extra, orderly) in [("", true), ("          delayed_close_timeout: 0s\n", false)] {
+        closing_with_input_unread(routes, extra, orderly);
+    }
+}
+
+fn closing_with_input_unread(routes: &str, extra_hcm: &str, orderly: bool) {
+    let (server, addr) = serve(&http_yaml(&[("unused", closed_port())], routes, extra_hcm));
+    // (what is sent, the status): a reply before the body is read, and a
+    // head refused for its size while more of it is on the way.
+    let mut big_head = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+    while big_head.len() < 80 * 1024 {
+        big_head.extend_from_slice(b"x-filler: 0123456789012345678901234567890123456789\r\n");
+    }
+    let mut body_unread = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", 1 << 20).into_bytes();
+    body_unread.extend_from_slice(&[b'a'; 64 * 1024]);
+    for (request, status) in [(body_unread, 403), (big_head, 431)] {
+        let mut s = connect(addr);
+        let (got, _, _) = exchange(&mut s, &request);
+        assert_eq!(got, status);
+        // The close is ringway's FIN: a reset here could have destroyed the
+        // response in flight.
+        let mut tmp = [0u8; 64];
+        match s.read(&mut tmp) {
+            Ok(0) if orderly => {}
+            Err(e) if !orderly && e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => {
+                panic!("{status}: expected an {} close, got {other:?}", if orderly { "orderly" } else { "abrupt" })
+            }
+        }
+    }
+    stop(server);
+}

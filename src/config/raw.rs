@@ -399,6 +399,8 @@ pub struct HttpConnectionManager {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delayed_close_timeout: Option<PbDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xff_num_trusted_hops: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout: Option<PbDuration>,

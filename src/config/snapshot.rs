@@ -134,6 +134,9 @@ pub struct HcmConfig {
     pub access_logs: Vec<crate::access_log::AccessLogConfig>,
     /// `via`: appended to the `via` header of requests and responses.
     pub via: Option<String>,
+    /// `delayed_close_timeout`: how long a connection ringway closes with
+    /// the client still sending waits for the client to close; zero: no wait.
+    pub delayed_close: Duration,
     /// Trusted proxies in front of ringway: the client is the address this
     /// many hops from the right of `x-forwarded-for`.
     pub xff_num_trusted_hops: u32,

@@ -398,6 +398,8 @@ const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Envoy has no request_headers_timeout by default; ringway bounds every
 /// wait, so a head that never completes is answered 408 after this.
 const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Envoy's `delayed_close_timeout` default.
+const DEFAULT_DELAYED_CLOSE: Duration = Duration::from_secs(1);
 
 fn validate_hcm(settings: Value, path: &str, clusters: &HashMap<&str, ClusterId>) -> Result<HcmConfig, ConfigError> {
     let hcm: raw::HttpConnectionManager = decode(settings, path)?;
@@ -485,6 +487,7 @@ fn validate_hcm(settings: Value, path: &str, clusters: &HashMap<&str, ClusterId>
         server_name: hcm.server_name.clone().unwrap_or_else(|| "ringway".to_string()),
         access_logs: crate::access_log::validate_access_logs(&hcm.access_log, &format!("{path}.access_log"))?,
         via: hcm.via.clone(),
+        delayed_close: hcm.delayed_close_timeout.map_or(DEFAULT_DELAYED_CLOSE, |d| d.0),
         xff_num_trusted_hops: hcm.xff_num_trusted_hops.unwrap_or(0),
         request_timeout: hcm.request_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
         max_connection_duration: opts.and_then(|o| o.max_connection_duration).map(|d| d.0).filter(|d| !d.is_zero()),

@@ -11,11 +11,12 @@ use std::cell::Cell;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::tls::Conn;
@@ -152,6 +153,9 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut served: u32 = 0;
     let opened = Instant::now();
+    // How long to wait for a client that may still be sending when ringway
+    // closes (`delayed_close_timeout`); zero: no wait.
+    let mut linger = Duration::ZERO;
     loop {
         let mut rules = match manager(&worker.tables(), index, chain) {
             Some(m) => m.head_rules(),
@@ -182,6 +186,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
                     let flags = Flags::DOWNSTREAM_PROTOCOL_ERROR;
                     hcm.log_refused(e.status(), flags, "codec_error", &conn, SystemTime::now());
                 }
+                linger = hcm.config.delayed_close;
                 break;
             }
             HeadRead::TimedOut => {
@@ -193,6 +198,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
                     let flags = Flags::STREAM_IDLE_TIMEOUT;
                     hcm.log_refused(408, flags, "request_header_timeout", &conn, SystemTime::now());
                 }
+                linger = hcm.config.delayed_close;
                 break;
             }
         };
@@ -224,13 +230,60 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
             drop(tables);
             tunnel(down, buf, up).await;
             active.dec();
-            break;
+            cx_stats.0.dec();
+            return;
         }
         if !reusable || last {
+            // Bytes ringway will not read (a body it answered without, a
+            // pipelined request) would make the close a reset, which can
+            // destroy the response still on its way.
+            if !buf.is_empty() || has_unread(&down) {
+                linger = hcm.config.delayed_close;
+            }
             break;
         }
     }
+    if !linger.is_zero() {
+        linger_close(&mut down, buf, linger).await;
+    }
     cx_stats.0.dec();
+}
+
+/// The most a closing connection reads and drops while it waits for the
+/// client to stop sending.
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Whether the kernel holds bytes from the client that nobody has read.
+fn has_unread(down: &Conn) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local.
+    let n = unsafe { libc::recv(down.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n > 0
+}
+
+/// Closes the way nginx's lingering close and Envoy's delayed close do: the
+/// write side first (after the response, a TLS close_notify, then FIN), then
+/// what the client still sends is read and dropped until it closes too, or
+/// `time` or `LINGER_BYTES` run out. Closing with unread bytes would send a
+/// reset instead, and a client that gets one before it has read the
+/// response may lose it.
+async fn linger_close(down: &mut Conn, mut buf: Vec<u8>, time: Duration) {
+    let deadline = Instant::now() + time;
+    if monoio::time::timeout(time, down.shutdown()).await.is_err() {
+        return;
+    }
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        buf.clear();
+        match read_more(down, buf, left).await {
+            (Ok(n), b) if n > 0 => {
+                dropped += n;
+                buf = b;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// A downstream connection, as the access log names it.
@@ -1548,21 +1601,27 @@ impl HttpConnectionManager {
         body: &mut RequestBody,
         idle: Duration,
     ) -> Result<(), BodyError> {
-        // What an earlier attempt sent goes first, whole.
-        if let Some(sent) = body.replay.take_if(|sent| !sent.is_empty()) {
-            let n = sent.len();
-            let (r, back) = write_range(up, sent, 0..n, idle).await;
-            body.replay = (back.len() == n).then_some(back);
-            r.map_err(BodyError::Upstream)?;
-        }
-        if body.complete {
-            return Ok(());
-        }
         let request_deadline = self.config.request_timeout.map(|t| body.started + t);
         let wait = || match request_deadline {
             Some(d) => idle.min(d.saturating_duration_since(Instant::now())),
             None => idle,
         };
+        // An upstream that stops taking the body: the request is still
+        // arriving, so this is the stream's timeout, answered as a read's.
+        let write_error = |fail: IoFail| match fail {
+            IoFail::Timeout => BodyError::DownstreamTimeout(request_deadline.is_some_and(|d| Instant::now() >= d)),
+            fail => BodyError::Upstream(fail),
+        };
+        // What an earlier attempt sent goes first, whole.
+        if let Some(sent) = body.replay.take_if(|sent| !sent.is_empty()) {
+            let n = sent.len();
+            let (r, back) = write_range(up, sent, 0..n, wait()).await;
+            body.replay = (back.len() == n).then_some(back);
+            r.map_err(write_error)?;
+        }
+        if body.complete {
+            return Ok(());
+        }
         loop {
             // How much of `buf` belongs to the body; it is forwarded raw.
             let (used, done) = match &mut body.progress {
@@ -1588,7 +1647,7 @@ impl HttpConnectionManager {
                     // past this piece with it: the body cannot be sent again.
                     body.replay = None;
                 }
-                return Err(BodyError::Upstream(fail));
+                return Err(write_error(fail));
             }
             if done {
                 body.complete = true;
