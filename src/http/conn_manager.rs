@@ -1855,8 +1855,9 @@ struct HeadRules {
 /// `request_headers_timeout`.
 async fn read_head(rules: HeadRules, down: &mut Conn, buf: &mut Vec<u8>) -> HeadRead {
     let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + rules.request_headers_timeout);
+    let mut scan = h1::HeadScan::default();
     loop {
-        match h1::parse_request_head(buf, &rules.limits) {
+        match scan.parse(buf, &rules.limits) {
             Ok(Some((head, n))) => return HeadRead::Head(head, n),
             Ok(None) => {}
             Err(e) => return HeadRead::Refused(e),

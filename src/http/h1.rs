@@ -96,14 +96,51 @@ const STACK_HEADERS: usize = 128;
 /// bytes are needed (and the limits still allow them); `Ok(Some((head, n)))`
 /// means the head took `n` bytes.
 pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    let head_end = find_head_end(buf);
-    let scanned = head_end.unwrap_or(buf.len());
-    // The request line alone must fit its limit.
-    match memchr::memchr(b'\n', &buf[..scanned.min(buf.len())]) {
-        Some(eol) if eol > limits.max_request_line => return Err(HeadError::UriTooLong),
-        None if buf.len() > limits.max_request_line => return Err(HeadError::UriTooLong),
-        _ => {}
+    HeadScan::default().parse(buf, limits)
+}
+
+/// How far the search for the end of a head has got in a buffer that only
+/// grows while the head arrives, so that each try searches only the new
+/// bytes: a head sent a byte at a time costs its length, not its square.
+#[derive(Debug, Default)]
+pub struct HeadScan {
+    /// Bytes already searched for the blank line (and, until it was found,
+    /// for the request line's end).
+    searched: usize,
+    /// The request line ended within its limit.
+    line_checked: bool,
+}
+
+impl HeadScan {
+    /// `parse_request_head` on `buf`, which holds every byte of the earlier
+    /// tries and maybe more.
+    pub fn parse(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HeadError> {
+        let searched = self.searched.min(buf.len());
+        // The blank line may straddle the old end.
+        let from = searched.saturating_sub(3);
+        let head_end = memchr::memmem::find(&buf[from..], b"\r\n\r\n").map(|i| from + i + 4);
+        let scanned = head_end.unwrap_or(buf.len());
+        // The request line alone must fit its limit.
+        if !self.line_checked {
+            match memchr::memchr(b'\n', &buf[searched.min(scanned)..scanned]) {
+                Some(i) if searched + i > limits.max_request_line => return Err(HeadError::UriTooLong),
+                Some(_) => self.line_checked = true,
+                None if buf.len() > limits.max_request_line => return Err(HeadError::UriTooLong),
+                None => {}
+            }
+        }
+        self.searched = buf.len();
+        parse_complete_head(buf, head_end, limits)
     }
+}
+
+/// The rest of `parse_request_head`, once the head's end is known (or known
+/// not to be in `buf` yet).
+fn parse_complete_head(
+    buf: &[u8],
+    head_end: Option<usize>,
+    limits: &Limits,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let Some(head_len) = head_end else {
         if buf.len() > limits.max_head_bytes {
             return Err(HeadError::HeadersTooLarge);
@@ -177,11 +214,6 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request
         expect_continue,
     };
     Ok(Some((head, head_len)))
-}
-
-/// The length of the head including its blank line, once it is complete.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4)
 }
 
 /// Every LF must follow a CR, every CR must precede an LF, and no NUL may
@@ -499,6 +531,36 @@ mod tests {
                 Err(e) => e.status(),
             };
             assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_head_parsed_as_it_arrives_reads_as_one_parsed_whole() {
+        let limits = Limits::default();
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(17 * 1024));
+        let heads: [&[u8]; 5] = [
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\nGET /next",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok",
+            b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            long_line.as_bytes(),
+        ];
+        for whole in heads {
+            let once = parse_request_head(whole, &limits);
+            // Every way of cutting it in two, and a byte at a time.
+            let mut cuts: Vec<Vec<usize>> = (1..whole.len()).step_by(7).map(|k| vec![k, whole.len()]).collect();
+            cuts.push((1..=whole.len()).collect());
+            for ends in cuts {
+                let mut scan = HeadScan::default();
+                let mut got = Ok(None);
+                for end in ends {
+                    got = scan.parse(&whole[..end], &limits);
+                    if !matches!(got, Ok(None)) {
+                        break;
+                    }
+                }
+                assert_eq!(got, once, "{:?}", String::from_utf8_lossy(&whole[..whole.len().min(40)]));
+            }
         }
     }
 
