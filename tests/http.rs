@@ -492,3 +492,106 @@ fn closing_with_input_unread(routes: &str, extra_hcm: &str, orderly: bool) {
     }
     stop(server);
 }
+
+/// Everything to cluster `app`.
+const APP_ROUTES: &str = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: \"/\"}\n                route: {cluster: app}\n";
+
+/// Reads to the end of the stream: the bytes, and whether it ended in an
+/// orderly close (else a reset).
+fn read_to_close(s: &mut std::net::TcpStream) -> (Vec<u8>, bool) {
+    let mut all = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        match s.read(&mut tmp) {
+            Ok(0) => return (all, true),
+            Ok(n) => all.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (all, false),
+            Err(e) => panic!("read: {e}; got {:?}", String::from_utf8_lossy(&all)),
+        }
+    }
+}
+
+#[test]
+fn an_http10_client_gets_a_chunked_response_as_bare_data_ended_by_the_close() {
+    // Chunks with an extension, then trailers; the upstream keeps its
+    // connection, or (cut) closes it midway.
+    const WHOLE: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let app = serve_each(|mut c| {
+        let mut buf = Vec::new();
+        while read_request(&mut c, &mut buf).is_some() {
+            if c.write_all(WHOLE).is_err() {
+                return;
+            }
+        }
+    });
+    let cut = serve_each(|mut c| {
+        let mut tmp = [0u8; 4096];
+        let _ = c.read(&mut tmp);
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    });
+    let (server, addr) = serve(&http_yaml(&[("app", app), ("cut", cut)], APP_ROUTES, ""));
+    for request in ["GET / HTTP/1.0\r\n\r\n", "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"] {
+        let mut s = connect(addr);
+        s.write_all(request.as_bytes()).unwrap();
+        let (all, orderly) = read_to_close(&mut s);
+        let text = String::from_utf8_lossy(&all);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+        assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(head.contains("x-up: 1") || head.contains("X-Up: 1"), "{head}");
+        assert_eq!((body, orderly), ("hello, world", true), "{request:?}");
+    }
+    // An HTTP/1.1 client still gets the chunks, trailers and all.
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap();
+    let (all, _) = read_to_close(&mut s);
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.ends_with("\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"), "{text}");
+    // Cut short upstream, the close that would end the body is a reset, so
+    // the client knows it is not the whole.
+    let yaml = http_yaml(&[("app", cut)], APP_ROUTES, "");
+    let (cut_server, cut_addr) = serve(&yaml);
+    let mut s = connect(cut_addr);
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let (all, orderly) = read_to_close(&mut s);
+    assert!(String::from_utf8_lossy(&all).ends_with("\r\n\r\nhello"), "{}", String::from_utf8_lossy(&all));
+    assert!(!orderly, "a cut body ended in an orderly close");
+    stop(cut_server);
+    stop(server);
+}
+
+#[test]
+fn content_length_goes_on_as_one_plain_value_and_a_signed_one_is_refused() {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let app = serve_each(|mut c| {
+        let mut buf = Vec::new();
+        while let Some((line, headers, body)) = read_request(&mut c, &mut buf) {
+            let lengths: Vec<String> =
+                headers.iter().filter(|(k, _)| k == "content-length").map(|(_, v)| v.clone()).collect();
+            SEEN.lock().unwrap().push(format!("{line} {lengths:?} {}", body.len()));
+            let reply: &[u8] = match line.as_str() {
+                "GET /listed" => b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nhello",
+                "GET /signed" => b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            };
+            if c.write_all(reply).is_err() {
+                return;
+            }
+        }
+    });
+    let (server, addr) = serve(&http_yaml(&[("app", app)], APP_ROUTES, ""));
+    let mut s = connect(addr);
+    let (status, head, body) = exchange(&mut s, b"GET /listed HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(head.to_ascii_lowercase().matches("content-length").count(), 1, "{head}");
+    assert!(head.contains("content-length: 5\r\n"), "{head}");
+    let (status, _, _) = exchange(&mut s, b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc");
+    assert_eq!(status, 200);
+    assert_eq!(SEEN.lock().unwrap().last().unwrap(), "POST /body [\"3\"] 3");
+    let (status, _, _) = exchange(&mut s, b"GET /signed HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(status, 502);
+    stop(server);
+}

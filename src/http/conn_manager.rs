@@ -21,7 +21,7 @@ use monoio::net::TcpStream;
 
 use crate::tls::Conn;
 
-use super::h1::{self, BodyFraming, ChunkedDecoder, HeadError, Limits, RequestHead};
+use super::h1::{self, BodyFraming, Chunk, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
 use super::router::RequestView;
 use crate::access_log::{AccessLogger, LogContext};
@@ -223,6 +223,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
             hcm.log(&head, &outcome, &conn, (wall_start, request_started));
         }
         let reusable = outcome.reusable;
+        if outcome.reset {
+            abort_on_close(&down);
+            break;
+        }
         if let Some(up) = outcome.upgraded {
             stats.downstream_cx_upgrades_total.inc();
             stats.downstream_cx_upgrades_active.inc();
@@ -252,6 +256,21 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
 /// The most a closing connection reads and drops while it waits for the
 /// client to stop sending.
 const LINGER_BYTES: usize = 4 << 20;
+
+/// Makes the socket's close a reset (SO_LINGER of zero).
+fn abort_on_close(down: &Conn) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt with a valid option struct of its own size.
+    unsafe {
+        libc::setsockopt(
+            down.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
 
 /// Whether the kernel holds bytes from the client that nobody has read.
 fn has_unread(down: &Conn) -> bool {
@@ -361,17 +380,20 @@ struct Outcome<'a> {
     reusable: bool,
     /// The upstream agreed to an upgrade: the connection becomes a tunnel.
     upgraded: Option<Upgraded>,
+    /// The connection is to end in a reset, the one way to tell a client
+    /// whose response the close was to end that it was cut short.
+    reset: bool,
     /// What the access log says about the request.
     facts: Facts<'a>,
 }
 
 impl<'a> Outcome<'a> {
     fn new(status: u16, reusable: bool, facts: Facts<'a>) -> Self {
-        Outcome { status, reusable, upgraded: None, facts }
+        Outcome { status, reusable, upgraded: None, reset: false, facts }
     }
 
     fn closing(status: u16, facts: Facts<'a>) -> Self {
-        Outcome { status, reusable: false, upgraded: None, facts }
+        Outcome { status, reusable: false, upgraded: None, reset: false, facts }
     }
 }
 
@@ -1141,9 +1163,12 @@ impl HttpConnectionManager {
         let upgraded = ex.upgrade.is_some() && response.status == 101;
         let no_body = is_head || response.status == 204 || response.status == 304 || upgraded;
         let framing = if no_body { ResponseFraming::None } else { response.framing };
+        // An HTTP/1.0 client knows no chunks: it gets the bare data, ended by
+        // the close.
+        let dechunk = framing == ResponseFraming::Chunked && ex.head.minor_version == 0;
+        let close_ends_body = framing == ResponseFraming::UntilClose || dechunk;
         // A refused upgrade may leave the client mid-protocol: close after it.
-        let downstream_keeps =
-            ex.keep_alive && framing != ResponseFraming::UntilClose && (ex.upgrade.is_none() || upgraded);
+        let downstream_keeps = ex.keep_alive && !close_ends_body && (ex.upgrade.is_none() || upgraded);
         let service_ms = started.elapsed().as_millis();
         let upgrade_header = upgraded.then(|| response.header(&ubuf, "upgrade").unwrap_or(b"websocket"));
         // Owned copies of the upstream's headers only when something reads them.
@@ -1157,7 +1182,7 @@ impl HttpConnectionManager {
             &response,
             &ubuf,
             ex.response_headers,
-            downstream_keeps,
+            (downstream_keeps, !dechunk),
             service_ms,
             upgrade_header,
             context.as_ref(),
@@ -1216,7 +1241,7 @@ impl HttpConnectionManager {
             }
             _ => {
                 let (up, sent) = (&mut conn.stream, &mut facts.bytes_sent);
-                forward_response_body(up, down, &mut ubuf, framing_left, ex.idle, wait, sent).await
+                forward_response_body(up, down, &mut ubuf, framing_left, dechunk, ex.idle, wait, sent).await
             }
         };
         conn.read_buf = ubuf;
@@ -1249,7 +1274,10 @@ impl HttpConnectionManager {
                 if let IoFail::Io(e) = e {
                     tracing::debug!(cluster = %cluster.name, "response body cut short: {e}");
                 }
-                Outcome::closing(status, facts)
+                let mut outcome = Outcome::closing(status, facts);
+                // Cut short where the close was to end it: only a reset says so.
+                outcome.reset = close_ends_body;
+                outcome
             }
         }
     }
@@ -1474,12 +1502,20 @@ impl HttpConnectionManager {
         let mut has_xfp = false;
         let mut has_request_id = false;
         let mut xff: Option<Vec<u8>> = None;
+        let mut length_sent = false;
         for (name, value) in request_fields(head) {
             if hop.contains(name) || name.eq_ignore_ascii_case(b"expect") || drops(mutations, name) {
                 continue;
             }
             let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
             if is("host") && (host_rewrite.is_some() || absolute.is_some()) {
+                continue;
+            } else if is("content-length") {
+                // Every value agreed (h1 checked): one plain one goes on.
+                if !std::mem::replace(&mut length_sent, true) {
+                    let first = value.split(|&b| b == b',').next().unwrap_or_default();
+                    push_header(out, name, first.trim_ascii());
+                }
                 continue;
             } else if is("x-forwarded-for") {
                 // Several x-forwarded-for headers are one list.
@@ -1552,7 +1588,7 @@ impl HttpConnectionManager {
         r: &ResponseHead,
         raw: &[u8],
         mutations: &HeaderMutations,
-        keep_alive: bool,
+        (keep_alive, chunks): (bool, bool),
         service_ms: u128,
         upgrade: Option<&[u8]>,
         context: Option<&LogContext<'_>>,
@@ -1566,6 +1602,7 @@ impl HttpConnectionManager {
             if hop.contains(name)
                 || name.eq_ignore_ascii_case(b"server")
                 || name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"content-length")
                 || drops(mutations, name)
             {
                 continue;
@@ -1573,8 +1610,15 @@ impl HttpConnectionManager {
             push_header(out, name, value);
         }
         push_adds(out, mutations, |n| r.header(raw, n).is_some(), context);
-        if r.framing == ResponseFraming::Chunked && upgrade.is_none() {
-            push_header(out, b"transfer-encoding", b"chunked");
+        match r.framing {
+            // One plain value, however the upstream spelled it.
+            ResponseFraming::Length(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            ResponseFraming::Chunked if upgrade.is_none() && chunks => {
+                push_header(out, b"transfer-encoding", b"chunked");
+            }
+            _ => {}
         }
         push_header(out, b"server", self.config.server_name.as_bytes());
         let _ = write!(out, "x-envoy-upstream-service-time: {service_ms}\r\n");
@@ -1709,7 +1753,7 @@ async fn splice_response_body(
     };
     let Some((pipe, up_guard, down_guard, up, down)) = setup else {
         let framing = ResponseFraming::Length(left);
-        return forward_response_body(up_conn, down_conn, ubuf, framing, idle, wait, sent).await;
+        return forward_response_body(up_conn, down_conn, ubuf, framing, false, idle, wait, sent).await;
     };
     let result = splice::pump_exact(up, down, &pipe, left, wait, &mut |n| *sent += n).await;
     drop((up_guard, down_guard));
@@ -1724,11 +1768,15 @@ async fn splice_response_body(
     }
 }
 
+/// `dechunk`: a chunked body goes out as its bare data (to an HTTP/1.0
+/// client, which knows no chunks: the close ends it), its trailers dropped.
+#[allow(clippy::too_many_arguments)]
 async fn forward_response_body(
     up: &mut Conn,
     down: &mut Conn,
     ubuf: &mut Vec<u8>,
     framing: ResponseFraming,
+    dechunk: bool,
     idle: Duration,
     wait: impl Fn() -> Duration,
     sent: &mut u64,
@@ -1741,20 +1789,25 @@ async fn forward_response_body(
     };
     let malformed = || BodyCut::Upstream(IoFail::Io(io::ErrorKind::InvalidData.into()));
     loop {
-        let (take, done) = match framing {
+        // Bytes to send from the start of `ubuf`, bytes of it used up.
+        let (take, used, done) = match framing {
             ResponseFraming::Length(_) => {
                 let n = (ubuf.len() as u64).min(left) as usize;
                 left -= n as u64;
-                (n, left == 0)
+                (n, n, left == 0)
             }
-            ResponseFraming::Chunked => decoder.scan(ubuf).map_err(|_| malformed())?,
-            _ => (ubuf.len(), false),
+            ResponseFraming::Chunked if dechunk => dechunk_in_place(&mut decoder, ubuf).map_err(|_| malformed())?,
+            ResponseFraming::Chunked => {
+                let (n, done) = decoder.scan(ubuf).map_err(|_| malformed())?;
+                (n, n, done)
+            }
+            _ => (ubuf.len(), ubuf.len(), false),
         };
         let (r, b) = write_range(down, std::mem::take(ubuf), 0..take, idle).await;
         *ubuf = b;
         r.map_err(|_| BodyCut::Downstream)?;
         *sent += take as u64;
-        ubuf.drain(..take.min(ubuf.len()));
+        ubuf.drain(..used.min(ubuf.len()));
         if done {
             return Ok(ubuf.is_empty());
         }
@@ -1766,6 +1819,26 @@ async fn forward_response_body(
             _ => {}
         }
     }
+}
+
+/// Decodes the chunked body at the start of `buf` in place: its data moves
+/// to the front. Returns the data's length, the bytes of `buf` used, and
+/// whether the body ended.
+fn dechunk_in_place(decoder: &mut ChunkedDecoder, buf: &mut [u8]) -> Result<(usize, usize, bool), HeadError> {
+    let (mut data, mut used) = (0, 0);
+    while used < buf.len() {
+        let (chunk, n) = decoder.decode(&buf[used..])?;
+        match chunk {
+            Chunk::Data { at, len } => {
+                buf.copy_within(used + at..used + at + len, data);
+                data += len;
+            }
+            Chunk::End { .. } => return Ok((data, used + n, true)),
+            Chunk::NeedMore => return Ok((data, used + n, false)),
+        }
+        used += n;
+    }
+    Ok((data, used, false))
 }
 
 /// An absolute-form target (`GET http://user@host:80/p?q`) split into its
@@ -2006,12 +2079,14 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ()> {
         let (name, value) = (h.name, h.value);
         headers.push((span(name.as_bytes()), span(value)));
         if name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(value).map_err(|_| ())?.trim();
-            let n: u64 = v.parse().map_err(|_| ())?;
-            if length.is_some_and(|l| l != n) {
-                return Err(());
+            // Digits only, as for requests; `5, 5` is one length said twice.
+            for part in value.split(|&b| b == b',') {
+                let n = h1::parse_length(part.trim_ascii()).ok_or(())?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(());
+                }
+                length = Some(n);
             }
-            length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") || chunked {
                 return Err(());

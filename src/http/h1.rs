@@ -268,7 +268,7 @@ fn body_framing(headers: &[(String, Vec<u8>)], minor_version: u8) -> Result<Body
 }
 
 /// Digits only (no sign, no spaces inside), at most 18 of them.
-fn parse_length(v: &[u8]) -> Option<u64> {
+pub fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
