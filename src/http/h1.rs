@@ -153,13 +153,16 @@ fn parse_complete_head(
     check_line_endings(&buf[..head_len])?;
 
     // Header slots need no initialising: on the stack for the usual limit,
-    // on the heap only for a larger `max_headers_count`.
+    // on the heap only for a larger `max_headers_count`, and never more than
+    // the head could hold (a header line is at least 4 bytes), whatever the
+    // limit says.
+    let wanted = limits.max_headers.min(head_len / 4 + 1);
     let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let slots = if limits.max_headers <= STACK_HEADERS {
-        &mut stack[..limits.max_headers]
+    let slots = if wanted <= STACK_HEADERS {
+        &mut stack[..wanted]
     } else {
-        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+        heap.resize_with(wanted, MaybeUninit::uninit);
         &mut heap[..]
     };
     let mut req = httparse::Request::new(&mut []);
@@ -562,6 +565,19 @@ mod tests {
                 assert_eq!(got, once, "{:?}", String::from_utf8_lossy(&whole[..whole.len().min(40)]));
             }
         }
+    }
+
+    #[test]
+    fn a_huge_header_count_limit_costs_no_more_than_the_head() {
+        let limits = Limits { max_headers: u32::MAX as usize, ..Limits::default() };
+        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..300 {
+            head.extend_from_slice(format!("x{i}:\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let (h, _) = parse_request_head(&head, &limits).unwrap().unwrap();
+        assert_eq!(h.headers.len(), 301);
+        assert!(parse_request_head(&head, &Limits { max_headers: 300, ..limits }).is_err());
     }
 
     #[test]
