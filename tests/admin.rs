@@ -85,3 +85,30 @@ fn admin_endpoints_answer_like_envoy() {
     assert_eq!(admin_request(admin, "POST", "/quitquitquit"), (200, "OK\n".into()));
     server.wait();
 }
+
+#[test]
+fn a_request_head_dribbled_in_is_cut_off_after_five_seconds_in_all() {
+    use std::io::{Read, Write};
+    let upstream = Upstream::echo();
+    let server = start(&TcpConfig::to(&[upstream.addr]).yaml(), opts(1));
+    let admin = server.admin_addr().unwrap();
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let started = std::time::Instant::now();
+    // A byte every 200 ms, each well inside any per-read timeout, never
+    // finishing the head.
+    std::thread::spawn(move || {
+        let _ = writer.write_all(b"GET /ready HTTP/1.1\r\n");
+        while writer.write_all(b"x").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < std::time::Duration::from_secs(8), "held for {took:?}");
+    stop(server);
+}

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,14 +48,22 @@ impl fmt::Display for RequestError {
     }
 }
 
+/// Reads one request head, which must arrive whole within `READ_TIMEOUT`
+/// (not per read: a client dribbling a byte at a time would otherwise hold
+/// one of the admin port's few slots for as long as it liked).
 pub fn read_request(mut conn: &TcpStream) -> Result<Request, RequestError> {
-    conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(RequestError::Io)?;
+    let deadline = Instant::now() + READ_TIMEOUT;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         if buf.len() > MAX_HEAD {
             return Err(RequestError::TooLarge);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RequestError::Io(io::ErrorKind::TimedOut.into()));
+        }
+        conn.set_read_timeout(Some(left)).map_err(RequestError::Io)?;
         let n = conn.read(&mut chunk).map_err(RequestError::Io)?;
         if n == 0 {
             return Err(RequestError::Malformed);
