@@ -703,3 +703,40 @@ fn only_an_idempotent_request_is_made_again_when_a_pooled_connection_closes_unan
     }
     stop(server);
 }
+
+#[test]
+fn an_upstream_answering_before_the_body_is_read_gets_its_answer_through() {
+    // Reads the head, answers 413 and closes with the body unread (so its
+    // close is a reset).
+    let app = serve_each(|mut c| {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut tmp) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+        let _ = c.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!");
+    });
+    let (server, addr) = serve(&http_yaml(&[("app", app)], &retry_routes("connect-failure"), ""));
+    let mut s = connect(addr);
+    let mut writer = s.try_clone().unwrap();
+    let len = 8 << 20;
+    std::thread::spawn(move || {
+        let _ =
+            writer.write_all(format!("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..len / chunk.len() {
+            if writer.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let (status, head, body) = read_response(&mut s);
+    assert_eq!((status, body.as_slice()), (413, &b"too big!"[..]), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    wait_until("the 413 counted", || stat(&server, "cluster.app.upstream_rq_413") == 1);
+    assert_eq!(stat(&server, "cluster.app.upstream_rq_total"), 1);
+    stop(server);
+}

@@ -1168,7 +1168,8 @@ impl HttpConnectionManager {
         let dechunk = framing == ResponseFraming::Chunked && ex.head.minor_version == 0;
         let close_ends_body = framing == ResponseFraming::UntilClose || dechunk;
         // A refused upgrade may leave the client mid-protocol: close after it.
-        let downstream_keeps = ex.keep_alive && !close_ends_body && (ex.upgrade.is_none() || upgraded);
+        // So does an early answer: the rest of the body is still to come.
+        let downstream_keeps = ex.keep_alive && body.complete && !close_ends_body && (ex.upgrade.is_none() || upgraded);
         let service_ms = started.elapsed().as_millis();
         let upgrade_header = upgraded.then(|| response.header(&ubuf, "upgrade").unwrap_or(b"websocket"));
         // Owned copies of the upstream's headers only when something reads them.
@@ -1249,7 +1250,11 @@ impl HttpConnectionManager {
         match body_ok {
             Ok(leftover_empty) => {
                 cs.upstream_rq_time.record_duration(started.elapsed());
-                if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty {
+                if response.upstream_keep_alive
+                    && framing != ResponseFraming::UntilClose
+                    && leftover_empty
+                    && body.complete
+                {
                     host.release(conn, cs);
                 }
                 Outcome::new(status, downstream_keeps, facts)
@@ -1307,13 +1312,11 @@ impl HttpConnectionManager {
         // A write the upstream refused (reset: its socket was closed) never
         // reached it, so on a pooled connection it is stale; one it stopped
         // taking (timeout) is a stalled upstream, never stale.
-        let write_failed = |timing: &Timing, reused: bool, fail: IoFail| {
-            AttemptEnd::Failed(match fail {
-                _ if timing.expired() => UpstreamFailure::Timeout,
-                IoFail::Timeout => UpstreamFailure::StreamIdle,
-                IoFail::Io(_) if reused => UpstreamFailure::Stale,
-                IoFail::Io(_) => UpstreamFailure::Reset,
-            })
+        let write_failure = |timing: &Timing, reused: bool, fail: IoFail| match fail {
+            _ if timing.expired() => UpstreamFailure::Timeout,
+            IoFail::Timeout => UpstreamFailure::StreamIdle,
+            IoFail::Io(_) if reused => UpstreamFailure::Stale,
+            IoFail::Io(_) => UpstreamFailure::Reset,
         };
         let Some(host) = cluster.pick() else {
             cluster.stats.upstream_cx_none_healthy.inc();
@@ -1341,16 +1344,19 @@ impl HttpConnectionManager {
         let up = &mut conn.stream;
         let (r, back) = write_all(up, request_head, idle).await;
         if let Err(fail) = r {
-            return write_failed(timing, conn.reused(), fail);
+            return AttemptEnd::Failed(write_failure(timing, conn.reused(), fail));
         }
         conn.write_buf = back.unwrap_or_default();
         let up = &mut conn.stream;
-        match self.forward_request_body(down, up, buf, body, idle).await {
-            Ok(()) => {}
-            // The upstream went away mid-body: a retry can replay what was sent.
-            Err(BodyError::Upstream(fail)) => return write_failed(timing, conn.reused(), fail),
+        // The upstream refusing the rest of the body may have answered
+        // first (a 413, a 401): that answer goes to the client, which then
+        // sees the connection close. Without one, this is the failure.
+        let early = match self.forward_request_body(down, up, buf, body, idle).await {
+            Ok(()) => None,
+            Err(BodyError::Upstream(IoFail::Io(e))) => Some(write_failure(timing, conn.reused(), IoFail::Io(e))),
+            Err(BodyError::Upstream(fail)) => return AttemptEnd::Failed(write_failure(timing, conn.reused(), fail)),
             Err(e) => return AttemptEnd::Downstream(e),
-        }
+        };
         // The route timeout runs from the end of the request (Envoy's rule)
         // across every attempt; a per-try timeout bounds this one.
         timing.start();
@@ -1384,6 +1390,7 @@ impl HttpConnectionManager {
             let (r, b) = read_more(&mut conn.stream, ubuf, wait()).await;
             ubuf = b;
             match r {
+                Ok(0) | Err(_) if let Some(failure) = early => return AttemptEnd::Failed(failure),
                 // A pooled connection closed before any response byte: most
                 // likely the upstream closed it while idle, but it may have
                 // taken the request first, so only an idempotent one goes
