@@ -1600,7 +1600,9 @@ impl HttpConnectionManager {
         upgrade: Option<&[u8]>,
         context: Option<&LogContext<'_>>,
     ) {
-        let _ = write!(out, "HTTP/1.1 {} ", r.status);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(r.status));
+        out.push(b' ');
         out.extend_from_slice(&raw[r.reason.clone()]);
         out.extend_from_slice(b"\r\n");
         let hop = hop_by_hop(r.fields(raw));
@@ -1620,7 +1622,9 @@ impl HttpConnectionManager {
         match r.framing {
             // One plain value, however the upstream spelled it.
             ResponseFraming::Length(n) => {
-                let _ = write!(out, "content-length: {n}\r\n");
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, n);
+                out.extend_from_slice(b"\r\n");
             }
             ResponseFraming::Chunked if upgrade.is_none() && chunks => {
                 push_header(out, b"transfer-encoding", b"chunked");
@@ -1628,7 +1632,9 @@ impl HttpConnectionManager {
             _ => {}
         }
         push_header(out, b"server", self.config.server_name.as_bytes());
-        let _ = write!(out, "x-envoy-upstream-service-time: {service_ms}\r\n");
+        out.extend_from_slice(b"x-envoy-upstream-service-time: ");
+        push_decimal(out, u64::try_from(service_ms).unwrap_or(u64::MAX));
+        out.extend_from_slice(b"\r\n");
         if let Some(via) = &self.config.via {
             push_header(out, b"via", via.as_bytes());
         }
@@ -2276,6 +2282,22 @@ fn has_dynamic_headers(routes: &crate::config::RouteTable) -> bool {
     })
 }
 
+/// `n` in decimal, without the formatting machinery (three numbers go into
+/// every proxied response head).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -2477,6 +2499,15 @@ mod tests {
         ];
         for (rd, host, target, want) in cases {
             assert_eq!(redirect_location(rd, &prefix, host, target), want, "{target}");
+        }
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 200, 304, 65_535, 1 << 40, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
         }
     }
 
