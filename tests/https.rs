@@ -488,3 +488,20 @@ fn websocket_upgrades_tunnel_over_tls() {
     stop(a);
     stop(b);
 }
+
+#[test]
+fn an_https_connection_ringway_closes_ends_with_close_notify() {
+    let pki = pki();
+    let app = HttpUpstream::start();
+    let server = start(&https_listener_yaml(app.addr, &pki), opts(1));
+    let addr = server.listener_addr("web").unwrap();
+    let mut tls = tls_connect(&pki.ca_pem, "front.test", addr, &[b"http/1.1"]).unwrap();
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n").unwrap();
+    let (status, _, _) = read_response(&mut tls);
+    assert_eq!(status, 200);
+    // rustls reports a close without close_notify as UnexpectedEof.
+    let mut rest = Vec::new();
+    let end = tls.read_to_end(&mut rest);
+    assert!(matches!(end, Ok(0)), "{end:?}");
+    stop(server);
+}

@@ -225,7 +225,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
         let reusable = outcome.reusable;
         if outcome.reset {
             abort_on_close(&down);
-            break;
+            cx_stats.0.dec();
+            return;
         }
         if let Some(up) = outcome.upgraded {
             stats.downstream_cx_upgrades_total.inc();
@@ -249,9 +250,15 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, worker: &Worker, index: usi
     }
     if !linger.is_zero() {
         linger_close(&mut down, buf, linger).await;
+    } else if down.is_tls() {
+        // close_notify, so that the client can tell the close from a cut.
+        let _ = monoio::time::timeout(CLOSE_NOTIFY_WAIT, down.shutdown()).await;
     }
     cx_stats.0.dec();
 }
+
+/// The most a TLS close waits to send its close_notify.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 
 /// The most a closing connection reads and drops while it waits for the
 /// client to stop sending.
