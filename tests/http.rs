@@ -595,3 +595,32 @@ fn content_length_goes_on_as_one_plain_value_and_a_signed_one_is_refused() {
     assert_eq!(status, 502);
     stop(server);
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let app = HttpUpstream::start();
+    let (server, addr) = serve(&http_yaml(&[("app", app.addr)], APP_ROUTES, ""));
+    let mut s = connect(addr);
+    // Three requests in one write, the middle one with a body, the last
+    // asking to close so that every answer can be read to the end.
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n\
+          POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello\
+          GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let mut at = 0;
+    for want in ["GET /a\n", "POST /b\n", "GET /c\n"] {
+        let (status, _, body, used) = parse_response(&all[at..]).expect("an answer for each request");
+        at += used;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200);
+        assert!(body.starts_with(want), "expected {want:?} next, got {body}");
+    }
+    assert!(String::from_utf8_lossy(&all[at..]).is_empty(), "more than three answers");
+    assert!(String::from_utf8_lossy(&all).contains("hello"));
+    assert_eq!(stat(&server, "http.ingress.downstream_rq_total"), 3);
+    stop(server);
+}

@@ -236,28 +236,32 @@ pub fn read_response(s: &mut impl Read) -> (u16, String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 65536];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let status = resp.code.unwrap();
-            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let cl: usize = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
-                .unwrap_or(0);
-            while buf.len() < n + cl {
-                let k = s.read(&mut tmp).unwrap();
-                assert!(k > 0, "connection closed mid-body");
-                buf.extend_from_slice(&tmp[..k]);
-            }
-            return (status, head, buf[n..n + cl].to_vec());
+        if let Some((status, head, body, _)) = parse_response(&buf) {
+            return (status, head, body);
         }
         let k = s.read(&mut tmp).unwrap();
-        assert!(k > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(k > 0, "connection closed before a whole response: {:?}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&tmp[..k]);
     }
+}
+
+/// The first whole response (framed by Content-Length, none meaning empty)
+/// at the start of `buf`: status, head, body, and the bytes it took.
+pub fn parse_response(buf: &[u8]) -> Option<(u16, String, Vec<u8>, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(n) = resp.parse(buf).ok()? else { return None };
+    let cl: usize = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+        .unwrap_or(0);
+    if buf.len() < n + cl {
+        return None;
+    }
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    Some((resp.code.unwrap(), head, buf[n..n + cl].to_vec(), n + cl))
 }
 
 /// Starts ringway on `yaml` (one worker) and returns it with the address of
