@@ -363,6 +363,21 @@ fn bad_route_actions_are_refused_by_path() {
             base.replace("route: {cluster: app, prefix_rewrite: \"/\"}", "redirect: {response_code: GONE}"),
             "virtual_hosts[0].routes[0].redirect.response_code: unknown value `GONE`",
         ),
+        // Framing headers are ringway's to write, hop by hop.
+        (
+            base.replace(
+                "route: {cluster: app, prefix_rewrite: \"/\"}",
+                "route: {cluster: app}\n                request_headers_to_remove: [Content-Length]",
+            ),
+            "virtual_hosts[0].routes[0].request_headers_to_remove[0]: frames the message",
+        ),
+        (
+            base.replace(
+                "route: {cluster: app, prefix_rewrite: \"/\"}",
+                "route: {cluster: app}\n                response_headers_to_add: [{header: {key: transfer-encoding, value: chunked}}]",
+            ),
+            "virtual_hosts[0].routes[0].response_headers_to_add[0].header.key: frames the message",
+        ),
     ];
     for (yaml, want) in cases {
         let err = ringway::config::check_str(&yaml, 1).expect_err(want).to_string();

@@ -485,6 +485,15 @@ fn retry_policy(p: &raw::RetryPolicy, path: &str) -> Result<RetryConfig, ConfigE
 }
 
 /// One level's `*_headers_to_add` / `*_headers_to_remove`.
+/// Why a header that frames the message (which ringway writes itself, as
+/// each hop needs) cannot be added or removed by configuration: a body sent
+/// with a length its receiver does not see would be read as the next
+/// message.
+fn framing_header(lower: &str) -> Option<&'static str> {
+    matches!(lower, "content-length" | "transfer-encoding")
+        .then_some("frames the message: ringway writes it for each hop, so it cannot be added or removed")
+}
+
 pub(super) fn header_mutations(
     add: &[raw::HeaderValueOption],
     remove: &[String],
@@ -503,6 +512,9 @@ pub(super) fn header_mutations(
         if side == "request" && lower == "host" {
             return Err(err(p, "host cannot be removed"));
         }
+        if let Some(why) = framing_header(&lower) {
+            return Err(err(p, why));
+        }
         out.remove.push(lower);
     }
     for (i, h) in add.iter().enumerate() {
@@ -510,6 +522,9 @@ pub(super) fn header_mutations(
         let lower = h.header.key.to_ascii_lowercase();
         if !valid_name(&lower) {
             return Err(err(format!("{p}.header.key"), format!("`{}` is not a valid header name", h.header.key)));
+        }
+        if let Some(why) = framing_header(&lower) {
+            return Err(err(format!("{p}.header.key"), why));
         }
         if h.header.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(err(format!("{p}.header.value"), "must not contain CR, LF or NUL"));

@@ -516,6 +516,9 @@ enum AttemptEnd<'c> {
         host: &'c Host,
         response: ResponseHead,
         ubuf: Vec<u8>,
+        /// It came after the upstream refused a write of the request: the
+        /// connection is not to be pooled.
+        early: bool,
     },
     Failed(UpstreamFailure),
     /// The client's side failed; nothing to retry.
@@ -1059,7 +1062,7 @@ impl HttpConnectionManager {
         let mut timing = Timing { route_deadline: None, route_timeout: ex.fwd.timeout, upstream_host: None };
         let mut retries_left = retry.map_or(0, |r| r.num_retries);
         let mut attempts: u32 = 0;
-        let (mut conn, host, response, mut ubuf, retry_flags) = loop {
+        let (mut conn, host, response, mut ubuf, retry_flags, early) = loop {
             attempts += 1;
             cs.upstream_rq_total.inc();
             let end = self.attempt(down, buf, ex, cluster, &mut body, &mut timing).await;
@@ -1118,11 +1121,11 @@ impl HttpConnectionManager {
                 ..Facts::local(flags, details, bytes_sent)
             };
             match end {
-                AttemptEnd::Response { conn, host, response, ubuf } => {
+                AttemptEnd::Response { conn, host, response, ubuf, early } => {
                     if attempts > 1 && !retriable {
                         cs.upstream_rq_retry_success.inc();
                     }
-                    break (conn, host, response, ubuf, flags);
+                    break (conn, host, response, ubuf, flags, early);
                 }
                 AttemptEnd::Failed(f) => {
                     // After a refused upgrade the client may already be
@@ -1257,11 +1260,7 @@ impl HttpConnectionManager {
         match body_ok {
             Ok(leftover_empty) => {
                 cs.upstream_rq_time.record_duration(started.elapsed());
-                if response.upstream_keep_alive
-                    && framing != ResponseFraming::UntilClose
-                    && leftover_empty
-                    && body.complete
-                {
+                if response.upstream_keep_alive && framing != ResponseFraming::UntilClose && leftover_empty && !early {
                     host.release(conn, cs);
                 }
                 Outcome::new(status, downstream_keeps, facts)
@@ -1333,7 +1332,9 @@ impl HttpConnectionManager {
         // A request that can be sent again may take a recently pooled
         // connection unchecked; if the upstream had closed it, the attempt
         // ends `Stale` and is made again on a new connection.
-        let trust_recent = !body.fresh_only && body.replayable();
+        // Only for a method that may go again after a close before any
+        // response byte (a non-idempotent one would then fail as a reset).
+        let trust_recent = !body.fresh_only && body.replayable() && idempotent(&ex.head.method);
         let mut conn = match self.upstream_connection(cluster, host, trust_recent).await {
             Ok(c) => c,
             Err(f) => return AttemptEnd::Failed(f),
@@ -1358,7 +1359,7 @@ impl HttpConnectionManager {
         // The upstream refusing the rest of the body may have answered
         // first (a 413, a 401): that answer goes to the client, which then
         // sees the connection close. Without one, this is the failure.
-        let early = match self.forward_request_body(down, up, buf, body, idle).await {
+        let early = match self.forward_request_body(down, up, buf, body, idle, timing).await {
             Ok(()) => None,
             Err(BodyError::Upstream(IoFail::Io(e))) => Some(write_failure(timing, conn.reused(), IoFail::Io(e))),
             Err(BodyError::Upstream(fail)) => return AttemptEnd::Failed(write_failure(timing, conn.reused(), fail)),
@@ -1383,13 +1384,13 @@ impl HttpConnectionManager {
         loop {
             match parse_response_head(&ubuf) {
                 Ok(Some(r)) if r.status == 101 && ex.upgrade.is_some() => {
-                    return AttemptEnd::Response { conn, host, response: r, ubuf };
+                    return AttemptEnd::Response { conn, host, response: r, ubuf, early: early.is_some() };
                 }
                 Ok(Some(r)) if (100..200).contains(&r.status) => {
                     ubuf.drain(..r.head_len);
                     continue;
                 }
-                Ok(Some(r)) => return AttemptEnd::Response { conn, host, response: r, ubuf },
+                Ok(Some(r)) => return AttemptEnd::Response { conn, host, response: r, ubuf, early: early.is_some() },
                 Ok(None) if ubuf.len() > MAX_RESPONSE_HEAD => return AttemptEnd::Failed(UpstreamFailure::Malformed),
                 Ok(None) => {}
                 Err(()) => return AttemptEnd::Failed(UpstreamFailure::Malformed),
@@ -1397,7 +1398,15 @@ impl HttpConnectionManager {
             let (r, b) = read_more(&mut conn.stream, ubuf, wait()).await;
             ubuf = b;
             match r {
-                Ok(0) | Err(_) if let Some(failure) = early => return AttemptEnd::Failed(failure),
+                // After a refused write: what the upstream sent first was all
+                // there was. Some of a head and no more is no stale close.
+                Ok(0) | Err(IoFail::Io(_)) if let Some(failure) = early => {
+                    let failure = match failure {
+                        UpstreamFailure::Stale if !ubuf.is_empty() => UpstreamFailure::Reset,
+                        f => f,
+                    };
+                    return AttemptEnd::Failed(failure);
+                }
                 // A pooled connection closed before any response byte: most
                 // likely the upstream closed it while idle, but it may have
                 // taken the request first, so only an idempotent one goes
@@ -1664,6 +1673,7 @@ impl HttpConnectionManager {
         buf: &mut Vec<u8>,
         body: &mut RequestBody,
         idle: Duration,
+        timing: &Timing,
     ) -> Result<(), BodyError> {
         let request_deadline = self.config.request_timeout.map(|t| body.started + t);
         let wait = || match request_deadline {
@@ -1672,8 +1682,12 @@ impl HttpConnectionManager {
         };
         // An upstream that stops taking the body: the request is still
         // arriving, so this is the stream's timeout, answered as a read's.
+        // A retry's writes are bounded by the route deadline too: past it,
+        // the request timed out upstream (504).
         let write_error = |fail: IoFail| match fail {
-            IoFail::Timeout => BodyError::DownstreamTimeout(request_deadline.is_some_and(|d| Instant::now() >= d)),
+            IoFail::Timeout if !timing.expired() => {
+                BodyError::DownstreamTimeout(request_deadline.is_some_and(|d| Instant::now() >= d))
+            }
             fail => BodyError::Upstream(fail),
         };
         // What an earlier attempt sent goes first, whole.
