@@ -751,3 +751,63 @@ fn an_upstream_answering_before_the_body_is_read_gets_its_answer_through() {
     assert_eq!(stat(&server, "cluster.app.upstream_rq_total"), 1);
     stop(server);
 }
+
+#[test]
+fn a_retry_whose_body_the_upstream_stops_taking_ends_at_the_route_deadline_with_a_504() {
+    // First connection: a 503 once the whole body is in, so the request is
+    // retried. Later ones: the head is read and then nothing more, with a
+    // receive buffer too small for the body, so the retry's body write
+    // waits until the route deadline.
+    static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(16).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let app = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                if CONNECTIONS.fetch_add(1, Ordering::AcqRel) == 0 {
+                    let mut buf = Vec::new();
+                    if read_request(&mut c, &mut buf).is_some() {
+                        let _ = c.write_all(&respond(503, "busy"));
+                    }
+                } else {
+                    let mut tmp = [0u8; 512];
+                    let _ = c.read(&mut tmp);
+                }
+                // Hold the connection, unread, until the peer goes away.
+                std::thread::sleep(Duration::from_secs(3));
+            });
+        }
+    });
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route:
+                  cluster: app
+                  timeout: 0.5s
+                  retry_policy: {retry_on: "5xx", num_retries: 1, retry_back_off: {base_interval: 0.001s}}
+"#;
+    // A copy of the whole body is kept for the retry: larger than the
+    // socket buffers can take.
+    let yaml = http_yaml(&[("app", app)], routes, "")
+        .replace("connect_timeout: 0.5s\n", "connect_timeout: 0.5s\n    per_connection_buffer_limit_bytes: 16777216\n");
+    let (server, addr) = serve(&yaml);
+    let body = vec![b'x'; 12 << 20];
+    let mut request = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    request.extend_from_slice(&body);
+    let started = Instant::now();
+    let mut s = connect(addr);
+    let (status, _, reply) = exchange(&mut s, &request);
+    let took = started.elapsed();
+    assert_eq!((status, reply.as_slice()), (504, &b"upstream request timeout"[..]));
+    assert!(took < Duration::from_secs(3), "not cut off at the route deadline: {took:?}");
+    wait_until("the timeout counted", || stat(&server, "cluster.app.upstream_rq_timeout") == 1);
+    assert_eq!(stat(&server, "cluster.app.upstream_rq_retry"), 1);
+    drop(s);
+    stop(server);
+}
