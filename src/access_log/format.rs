@@ -509,7 +509,9 @@ fn write_text(v: &Val<'_>, out: &mut Vec<u8>, missing: &[u8]) {
     }
 }
 
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+/// `n` in decimal, without the formatting machinery (also used for the
+/// numbers in every proxied response head).
+pub(crate) fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -931,6 +933,15 @@ fn weekday(days: i64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 200, 304, 65_535, 1 << 40, u64::MAX] {
+            let mut out = b"x".to_vec();
+            write_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     /// 2026-11-22T04:15:56.123456789Z
     fn start() -> SystemTime {

@@ -24,6 +24,7 @@ use crate::tls::Conn;
 use super::h1::{self, BodyFraming, Chunk, ChunkedDecoder, HeadError, Limits, RequestHead};
 use super::router;
 use super::router::RequestView;
+use crate::access_log::format::write_u64;
 use crate::access_log::{AccessLogger, LogContext};
 use crate::config::{
     AppendAction, ClusterId, ForwardConfig, ForwardTarget, HcmConfig, HeaderMutations, PathMatch, RedirectConfig,
@@ -1617,7 +1618,7 @@ impl HttpConnectionManager {
         context: Option<&LogContext<'_>>,
     ) {
         out.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(out, u64::from(r.status));
+        write_u64(out, u64::from(r.status));
         out.push(b' ');
         out.extend_from_slice(&raw[r.reason.clone()]);
         out.extend_from_slice(b"\r\n");
@@ -1639,7 +1640,7 @@ impl HttpConnectionManager {
             // One plain value, however the upstream spelled it.
             ResponseFraming::Length(n) => {
                 out.extend_from_slice(b"content-length: ");
-                push_decimal(out, n);
+                write_u64(out, n);
                 out.extend_from_slice(b"\r\n");
             }
             ResponseFraming::Chunked if upgrade.is_none() && chunks => {
@@ -1649,7 +1650,7 @@ impl HttpConnectionManager {
         }
         push_header(out, b"server", self.config.server_name.as_bytes());
         out.extend_from_slice(b"x-envoy-upstream-service-time: ");
-        push_decimal(out, u64::try_from(service_ms).unwrap_or(u64::MAX));
+        write_u64(out, u64::try_from(service_ms).unwrap_or(u64::MAX));
         out.extend_from_slice(b"\r\n");
         if let Some(via) = &self.config.via {
             push_header(out, b"via", via.as_bytes());
@@ -2303,22 +2304,6 @@ fn has_dynamic_headers(routes: &crate::config::RouteTable) -> bool {
     })
 }
 
-/// `n` in decimal, without the formatting machinery (three numbers go into
-/// every proxied response head).
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -2520,15 +2505,6 @@ mod tests {
         ];
         for (rd, host, target, want) in cases {
             assert_eq!(redirect_location(rd, &prefix, host, target), want, "{target}");
-        }
-    }
-
-    #[test]
-    fn decimals_are_written_as_format_writes_them() {
-        for n in [0, 7, 10, 99, 200, 304, 65_535, 1 << 40, u64::MAX] {
-            let mut out = b"x".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}").into_bytes());
         }
     }
 
