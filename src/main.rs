@@ -91,6 +91,16 @@ fn main() -> ExitCode {
         config_path: Some(cli.config_path.clone()),
         ..Options::default()
     };
+    // Signal handling is set up first: once the server runs, the admin
+    // port says it is ready, and everything it needs must be in place.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(snapshot, opts) {
         Ok(s) => s,
         Err(e) => {
@@ -98,8 +108,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = forward_signals(&server) {
-        eprintln!("error: cannot install signal handlers: {e}");
+    if let Err(e) = forward_signals(signals, &server) {
+        eprintln!("error: cannot start the signal thread: {e}");
         server.shutdown();
         server.wait();
         return ExitCode::FAILURE;
@@ -123,9 +133,8 @@ fn log_level(name: &str) -> Option<&'static str> {
 }
 
 /// SIGHUP reloads the config file; SIGTERM and SIGINT drain and exit.
-fn forward_signals(server: &Server) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+fn forward_signals(mut signals: signal_hook::iterator::Signals, server: &Server) -> std::io::Result<()> {
+    use signal_hook::consts::SIGHUP;
     let shared = server.shared().clone();
     std::thread::Builder::new().name("ringway-signals".into()).spawn(move || {
         for sig in signals.forever() {

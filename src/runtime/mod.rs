@@ -196,6 +196,7 @@ impl Server {
         }
         tracing::info!("workers use the {driver} driver; relay: {:?}", opts.relay);
         drop(snap);
+        let config_stats = config_thread_stats(&shared);
 
         let admin = match admin_socket {
             Some(sock) => Some(crate::admin::start(sock, shared.clone(), driver)?),
@@ -207,7 +208,7 @@ impl Server {
             let path = opts.config_path.clone();
             std::thread::Builder::new()
                 .name("ringway-config".into())
-                .spawn(move || config_thread(shared, control_rx, nudgers, path))?
+                .spawn(move || config_thread(shared, control_rx, nudgers, path, config_stats))?
         };
 
         Ok(Server { shared, control: control_tx, workers, config_thread: Some(config_thread), admin, listener_addrs })
@@ -358,14 +359,9 @@ struct ReloadStats {
     version: Gauge,
 }
 
-/// The config thread: owns reloads and DNS refreshes, and is the only writer
-/// of the published snapshot.
-fn config_thread(
-    shared: Arc<Shared>,
-    control: mpsc::Receiver<Control>,
-    nudgers: Vec<async_channel::Sender<Nudge>>,
-    path: Option<PathBuf>,
-) {
+/// The config thread's stats, made (at zero) before the admin port opens,
+/// so that `/stats` lists them from its first answer.
+fn config_thread_stats(shared: &Shared) -> (ReloadStats, CertStats) {
     let server = shared.stats.server();
     let stats = ReloadStats {
         success: server.counter(StatKey::plain("server.config_reload_success")),
@@ -373,6 +369,24 @@ fn config_thread(
         version: server.gauge(StatKey::plain("server.config_version")),
     };
     stats.version.set(shared.snapshot.load().version as i64);
+    let certs = CertStats {
+        success: server.counter(StatKey::plain("server.tls_certificate_reload_success")),
+        failure: server.counter(StatKey::plain("server.tls_certificate_reload_failure")),
+        days_left: server.gauge(StatKey::plain("server.days_until_first_cert_expiring")),
+    };
+    certs.days_left.set(days_until_first_expiry(&shared.snapshot.load()));
+    (stats, certs)
+}
+
+/// The config thread: owns reloads and DNS refreshes, and is the only writer
+/// of the published snapshot.
+fn config_thread(
+    shared: Arc<Shared>,
+    control: mpsc::Receiver<Control>,
+    nudgers: Vec<async_channel::Sender<Nudge>>,
+    path: Option<PathBuf>,
+    (stats, certs): (ReloadStats, CertStats),
+) {
     let publish = |snapshot: Snapshot| {
         let version = snapshot.version;
         set_membership(&shared.stats, &snapshot);
@@ -385,12 +399,6 @@ fn config_thread(
         }
     };
     let mut dns_due = config::dns::schedule(&shared.snapshot.load(), Instant::now());
-    let certs = CertStats {
-        success: server.counter(StatKey::plain("server.tls_certificate_reload_success")),
-        failure: server.counter(StatKey::plain("server.tls_certificate_reload_failure")),
-        days_left: server.gauge(StatKey::plain("server.days_until_first_cert_expiring")),
-    };
-    certs.days_left.set(days_until_first_expiry(&shared.snapshot.load()));
     let mut watch = CertWatch::new(&shared.snapshot.load());
     loop {
         let next_dns = dns_due.values().min().copied();
