@@ -44,18 +44,24 @@ fn first_fails_upstream(status: u16) -> HttpUpstream {
     })
 }
 
-/// Everything to cluster `app`, with two retries on `retry_on`.
-fn retry_routes(retry_on: &str) -> String {
+/// Everything to `cluster`, the route's further settings in `settings`
+/// (YAML lines at the route's indentation).
+fn routes_to(cluster: &str, settings: &str) -> String {
     format!(
         r#"            - name: all
               domains: ["*"]
               routes:
               - match: {{prefix: "/"}}
                 route:
-                  cluster: app
-                  retry_policy: {{retry_on: "{retry_on}", num_retries: 2, retry_back_off: {{base_interval: 0.001s}}}}
-"#
+                  cluster: {cluster}
+{settings}"#
     )
+}
+
+/// Everything to cluster `app`, with two retries on `retry_on`.
+fn retry_routes(retry_on: &str) -> String {
+    let policy = format!("{{retry_on: \"{retry_on}\", num_retries: 2, retry_back_off: {{base_interval: 0.001s}}}}");
+    routes_to("app", &format!("                  retry_policy: {policy}\n"))
 }
 
 /// Reads once more and expects the peer's orderly close.
@@ -397,16 +403,11 @@ fn retries_stop_at_the_route_deadline_with_a_504() {
         std::thread::sleep(Duration::from_millis(150));
         Reply::Bytes(respond(503, "busy"))
     });
-    let routes = r#"            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route:
-                  cluster: slow
-                  timeout: 0.4s
-                  retry_policy: {retry_on: "5xx", num_retries: 10, retry_back_off: {base_interval: 0.01s}}
-"#;
-    let (server, addr) = serve(&http_yaml(&[("slow", slow.addr)], routes, ""));
+    let routes = routes_to(
+        "slow",
+        "                  timeout: 0.4s\n                  retry_policy: {retry_on: \"5xx\", num_retries: 10, retry_back_off: {base_interval: 0.01s}}\n",
+    );
+    let (server, addr) = serve(&http_yaml(&[("slow", slow.addr)], &routes, ""));
     let st = |n: &str| stat(&server, n);
     let started = Instant::now();
     let (status, _, body) = get(addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -783,18 +784,13 @@ fn a_retry_whose_body_the_upstream_stops_taking_ends_at_the_route_deadline_with_
             });
         }
     });
-    let routes = r#"            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route:
-                  cluster: app
-                  timeout: 0.5s
-                  retry_policy: {retry_on: "5xx", num_retries: 1, retry_back_off: {base_interval: 0.001s}}
-"#;
+    let routes = routes_to(
+        "app",
+        "                  timeout: 0.5s\n                  retry_policy: {retry_on: \"5xx\", num_retries: 1, retry_back_off: {base_interval: 0.001s}}\n",
+    );
     // A copy of the whole body is kept for the retry: larger than the
     // socket buffers can take.
-    let yaml = http_yaml(&[("app", app)], routes, "")
+    let yaml = http_yaml(&[("app", app)], &routes, "")
         .replace("connect_timeout: 0.5s\n", "connect_timeout: 0.5s\n    per_connection_buffer_limit_bytes: 16777216\n");
     let (server, addr) = serve(&yaml);
     let body = vec![b'x'; 12 << 20];
